@@ -1,0 +1,1 @@
+"""HTTP API, live alert stream and the duty console."""

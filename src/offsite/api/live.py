@@ -1,0 +1,60 @@
+"""`/api/v1/alerts/live`: alerts pushed as they happen, resumable by sequence number.
+
+Browsers cannot set headers on a WebSocket, so the token may also come as `?token=`.
+A client that passes `?after=N` first receives every alert after N, then the live ones,
+with no gap and no repeat between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
+
+from offsite.api.auth import token_is_valid
+from offsite.casework.alerts import AlertHub, SubscriberLagging, read_alerts
+
+router = APIRouter()
+
+
+@router.websocket("/api/v1/alerts/live")
+async def alerts_live(
+    websocket: WebSocket,
+    token: str | None = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> None:
+    header = websocket.headers.get("authorization", "")
+    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    if not token_is_valid(websocket, bearer or token):  # type: ignore[arg-type]
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
+        return
+    runtime = websocket.app.state.runtime
+    hub: AlertHub = runtime.hub
+    await websocket.accept()
+    sub = hub.subscribe()  # before the replay, so nothing falls between the two
+    try:
+        last = hub.last_seq if after is None else after
+        await websocket.send_json({"type": "hello", "last_seq": hub.last_seq})
+        if after is not None:
+            while True:
+                async with runtime.pool.connection() as conn:
+                    missed = await read_alerts(conn, last)
+                for alert in missed:
+                    await websocket.send_json(alert.to_json())
+                    last = alert.seq
+                if len(missed) < 1000:
+                    break
+        while True:
+            alert = await sub.get()
+            if alert.seq <= last:
+                continue
+            await websocket.send_json(alert.to_json())
+            last = alert.seq
+    except SubscriberLagging:
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="resume with after")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.unsubscribe(sub)

@@ -1,0 +1,91 @@
+"""Public shapes of registry and telemetry answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class DepartmentPublic(_Public):
+    id: str
+    name: str
+    name_zh: str
+    active: bool
+
+
+class MatterPublic(_Public):
+    id: str
+    name: str
+    domain: str | None
+    lead_department: str
+    cooperating_departments: list[str]
+    legal_basis: list[str]
+    object_type: str
+    inspection_method: str
+    active: bool
+
+
+class SubjectPublic(_Public):
+    id: str
+    name: str
+    kind: str
+    address: str
+    tags: list[str]
+    risk_tier: str
+    active: bool
+
+
+class DevicePublic(_Public):
+    id: str
+    domain: str
+    kind: str
+    subject_id: str
+    matter_id: str
+    model: str
+    expected_interval_s: float
+    attributes: dict[str, Any]
+    active: bool
+    status: str | None
+    status_at: datetime | None
+    last_reading_ts: datetime | None
+    last_seq: int | None
+
+
+class GasPoint(_Public):
+    ts: datetime
+    seq: int
+    lel_pct: float
+    co_ppm: float | None
+    valve: str | None
+    fault: str | None
+    received_at: datetime
+
+
+class TelemetryPage(_Public):
+    device_id: str
+    domain: str
+    points: list[GasPoint]
+
+
+class QuarantinePublic(_Public):
+    id: int
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    payload_size: int
+    payload_preview: str
+
+
+class Health(_Public):
+    status: str
+    database: bool
+    mqtt: bool | None
+    storage: str
+    version: str

@@ -1,0 +1,237 @@
+"""`/api/v1`: registry, telemetry, clues, cases, evidence, quarantine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from offsite.api.auth import Caller
+from offsite.api.models import (
+    DepartmentPublic,
+    DevicePublic,
+    GasPoint,
+    MatterPublic,
+    QuarantinePublic,
+    SubjectPublic,
+    TelemetryPage,
+)
+from offsite.casework.alerts import read_alerts
+from offsite.casework.records import (
+    CASE_COLUMNS,
+    CLUE_COLUMNS,
+    CasePublic,
+    CluePublic,
+    EvidencePublic,
+    EvidenceVerification,
+)
+from offsite.casework.service import verify_evidence
+
+router = APIRouter(prefix="/api/v1")
+
+
+async def _connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with request.app.state.runtime.pool.connection() as conn:
+        yield conn
+
+
+Db = Annotated[psycopg.AsyncConnection[Any], Depends(_connection)]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+async def _rows(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        await cur.execute(query.encode(), params)
+        return await cur.fetchall()
+
+
+@router.get("/departments", response_model=list[DepartmentPublic], tags=["registry"])
+async def departments(db: Db, _: Caller) -> list[dict[str, Any]]:
+    return await _rows(db, "SELECT id, name, name_zh, active FROM departments ORDER BY id")
+
+
+@router.get("/matters", response_model=list[MatterPublic], tags=["registry"])
+async def matters(db: Db, _: Caller) -> list[dict[str, Any]]:
+    return await _rows(
+        db,
+        "SELECT id, name, domain, lead_department, cooperating_departments, legal_basis,"
+        " object_type, inspection_method, active FROM matters ORDER BY id",
+    )
+
+
+@router.get("/subjects", response_model=list[SubjectPublic], tags=["registry"])
+async def subjects(db: Db, _: Caller) -> list[dict[str, Any]]:
+    return await _rows(
+        db, "SELECT id, name, kind, address, tags, risk_tier, active FROM subjects ORDER BY id"
+    )
+
+
+_DEVICE_QUERY = (
+    "SELECT d.id, d.domain, d.kind, d.subject_id, d.matter_id, d.model,"
+    " d.expected_interval_s, d.attributes, d.active, s.status, s.status_at,"
+    " s.last_reading_ts, s.last_seq"
+    " FROM devices d LEFT JOIN device_status s ON s.device_id = d.id"
+)
+
+
+@router.get("/devices", response_model=list[DevicePublic], tags=["registry"])
+async def devices(
+    db: Db, _: Caller, domain: str | None = None, subject_id: str | None = None
+) -> list[dict[str, Any]]:
+    return await _rows(
+        db,
+        _DEVICE_QUERY + " WHERE (%s::text IS NULL OR d.domain = %s)"
+        " AND (%s::text IS NULL OR d.subject_id = %s) ORDER BY d.id",
+        domain, domain, subject_id, subject_id,
+    )
+
+
+@router.get("/devices/{device_id}", response_model=DevicePublic, tags=["registry"])
+async def device(db: Db, _: Caller, device_id: str) -> dict[str, Any]:
+    rows = await _rows(db, _DEVICE_QUERY + " WHERE d.id = %s", device_id)
+    if not rows:
+        raise HTTPException(404, f"no device {device_id!r}")
+    return rows[0]
+
+
+@router.get("/telemetry/{device_id}", response_model=TelemetryPage, tags=["telemetry"])
+async def telemetry(
+    db: Db,
+    _: Caller,
+    device_id: str,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    limit: Limit = 1000,
+) -> dict[str, Any]:
+    """Readings of one device, newest last; default: the last hour."""
+    rows = await _rows(db, "SELECT domain FROM devices WHERE id = %s", device_id)
+    if not rows:
+        raise HTTPException(404, f"no device {device_id!r}")
+    domain = rows[0]["domain"]
+    if domain != "gas":
+        return {"device_id": device_id, "domain": domain, "points": []}
+    end = to or datetime.now().astimezone()
+    start = from_ or end - timedelta(hours=1)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(422, "from and to must carry a UTC offset")
+    points = await _rows(
+        db,
+        "SELECT * FROM (SELECT time AS ts, seq, lel_pct, co_ppm, valve, fault, received_at"
+        " FROM telemetry_gas WHERE device_id = %s AND time >= %s AND time <= %s"
+        " ORDER BY time DESC, seq DESC LIMIT %s) t ORDER BY ts, seq",
+        device_id, start, end, limit,
+    )
+    return {"device_id": device_id, "domain": domain, "points": [GasPoint(**p) for p in points]}
+
+
+@router.get("/clues", response_model=list[CluePublic], tags=["clues"])
+async def clues(
+    db: Db,
+    _: Caller,
+    device_id: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    since: datetime | None = None,
+    limit: Limit = 200,
+) -> list[CluePublic]:
+    cur = await db.execute(
+        f"SELECT {CLUE_COLUMNS} FROM clues WHERE (%s::text IS NULL OR device_id = %s)"  # type: ignore[arg-type]
+        " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR severity = %s)"
+        " AND (%s::timestamptz IS NULL OR opened_at >= %s)"
+        " ORDER BY opened_at DESC, id LIMIT %s",
+        (device_id, device_id, status, status, severity, severity, since, since, limit),
+    )
+    return [CluePublic.from_row(r) for r in await cur.fetchall()]
+
+
+@router.get("/clues/{clue_id}", response_model=CluePublic, tags=["clues"])
+async def clue(db: Db, _: Caller, clue_id: str) -> CluePublic:
+    cur = await db.execute(f"SELECT {CLUE_COLUMNS} FROM clues WHERE id = %s", (clue_id,))  # type: ignore[arg-type]
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no clue {clue_id!r}")
+    return CluePublic.from_row(row)
+
+
+@router.get("/cases", response_model=list[CasePublic], tags=["cases"])
+async def cases(
+    db: Db, _: Caller, status: str | None = None, department: str | None = None,
+    limit: Limit = 200,
+) -> list[CasePublic]:
+    cur = await db.execute(
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE (%s::text IS NULL OR status = %s)"  # type: ignore[arg-type]
+        " AND (%s::text IS NULL OR department = %s) ORDER BY opened_at DESC LIMIT %s",
+        (status, status, department, department, limit),
+    )
+    return [CasePublic.from_row(r) for r in await cur.fetchall()]
+
+
+@router.get("/cases/{case_id}", response_model=CasePublic, tags=["cases"])
+async def case(db: Db, _: Caller, case_id: str) -> CasePublic:
+    cur = await db.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = %s", (case_id,))  # type: ignore[arg-type]
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no case {case_id!r}")
+    return CasePublic.from_row(row)
+
+
+@router.get("/evidence/{evidence_id}", response_model=EvidencePublic, tags=["evidence"])
+async def evidence(db: Db, _: Caller, evidence_id: str) -> EvidencePublic:
+    cur = await db.execute(
+        "SELECT id, clue_id, kind, created_at, window_from, window_to, item_count, sha256,"
+        " content FROM evidence WHERE id = %s",
+        (evidence_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no evidence {evidence_id!r}")
+    try:
+        content = json.loads(row[8])
+    except ValueError:
+        content = {"unreadable": row[8][:1000]}
+    return EvidencePublic(
+        id=row[0], clue_id=row[1], kind=row[2], created_at=row[3], window_from=row[4],
+        window_to=row[5], item_count=row[6], sha256=row[7], content=content,
+    )
+
+
+@router.get(
+    "/evidence/{evidence_id}/verify", response_model=EvidenceVerification, tags=["evidence"]
+)
+async def evidence_verify(db: Db, _: Caller, evidence_id: str) -> dict[str, Any]:
+    """Recompute the SHA-256 over the stored content and compare; re-read the source."""
+    result = await verify_evidence(db, evidence_id)
+    if result is None:
+        raise HTTPException(404, f"no evidence {evidence_id!r}")
+    return result
+
+
+@router.get("/quarantine", response_model=list[QuarantinePublic], tags=["ingest"])
+async def quarantine(
+    db: Db, _: Caller, device_id: str | None = None, limit: Limit = 100
+) -> list[QuarantinePublic]:
+    cur = await db.execute(
+        "SELECT id, received_at, topic, device_id, reason, payload FROM quarantine"
+        " WHERE (%s::text IS NULL OR device_id = %s) ORDER BY id DESC LIMIT %s",
+        (device_id, device_id, limit),
+    )
+    return [
+        QuarantinePublic(
+            id=r[0], received_at=r[1], topic=r[2], device_id=r[3], reason=r[4],
+            payload_size=len(r[5]),
+            payload_preview=bytes(r[5][:256]).decode("utf-8", errors="replace"),
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+@router.get("/alerts", tags=["alerts"])
+async def alerts(
+    db: Db, _: Caller, after: Annotated[int, Query(ge=0)] = 0, limit: Limit = 1000
+) -> list[dict[str, Any]]:
+    """Alerts after a sequence number: what a console missed while away."""
+    return [a.to_json() for a in await read_alerts(db, after, limit)]

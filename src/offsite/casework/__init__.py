@@ -1,0 +1,1 @@
+"""Clues, evidence and cases: what a detector finding becomes for the departments."""

@@ -1,0 +1,98 @@
+"""Public shapes of clues, evidence and cases, and how they are read from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+CLUE_COLUMNS = (
+    "id, rule, severity, domain, device_id, subject_id, matter_id, department,"
+    " cooperating_departments, status, title, triggered_at, opened_at, last_at, cleared_at,"
+    " value, peak, threshold, updates, evidence_id, case_id, details"
+)
+CASE_COLUMNS = (
+    "id, number, title, status, matter_id, subject_id, department, cooperating_departments,"
+    " legal_basis, opened_at, opened_by,"
+    " ARRAY(SELECT clue_id FROM case_clues cc WHERE cc.case_id = cases.id ORDER BY clue_id)"
+)
+EVIDENCE_COLUMNS = (
+    "id, clue_id, kind, created_at, window_from, window_to, item_count, sha256, content"
+)
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class CluePublic(_Public):
+    id: str
+    rule: str
+    severity: Literal["red", "orange", "yellow", "blue"]
+    domain: str
+    device_id: str | None
+    subject_id: str | None
+    matter_id: str | None
+    department: str
+    cooperating_departments: list[str]
+    status: str
+    title: str
+    triggered_at: datetime
+    opened_at: datetime
+    last_at: datetime
+    cleared_at: datetime | None
+    value: float | None
+    peak: float | None
+    threshold: float | None
+    updates: int
+    evidence_id: str | None
+    case_id: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> CluePublic:
+        names = [c.strip() for c in CLUE_COLUMNS.split(",")]
+        return cls.model_validate(dict(zip(names, row, strict=True)))
+
+
+class CasePublic(_Public):
+    id: str
+    number: str
+    title: str
+    status: str
+    matter_id: str | None
+    subject_id: str | None
+    department: str
+    cooperating_departments: list[str]
+    legal_basis: list[str]
+    opened_at: datetime
+    opened_by: str
+    clue_ids: list[str]
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> CasePublic:
+        names = [*(c.strip() for c in CASE_COLUMNS.split(",")[:11]), "clue_ids"]
+        return cls.model_validate(dict(zip(names, row, strict=True)))
+
+
+class EvidencePublic(_Public):
+    id: str
+    clue_id: str
+    kind: str
+    created_at: datetime
+    window_from: datetime
+    window_to: datetime
+    item_count: int
+    sha256: str
+    content: dict[str, Any]
+
+
+class EvidenceVerification(_Public):
+    evidence_id: str
+    valid: bool
+    stored_sha256: str
+    computed_sha256: str
+    source_intact: bool
+    """The telemetry rows it was made from still read the same in the database."""
+    problems: list[str]

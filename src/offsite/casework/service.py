@@ -1,0 +1,252 @@
+"""From finding to clue, evidence, case and alert: one transaction per finding."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from offsite.casework.canonical import canonical_json, sha256_hex
+from offsite.casework.directory import DeviceInfo
+from offsite.casework.records import CLUE_COLUMNS, CluePublic
+from offsite.detectors.findings import Finding
+
+_LOG = logging.getLogger(__name__)
+ALERT_CHANNEL = "offsite_alerts"
+SYSTEM_ACTOR = "offsite:detector"
+
+
+def clue_id_for(key: str) -> str:
+    """Deterministic: the same episode is the same clue, across restarts and workers."""
+    return "clu_" + sha256_hex(key.encode())[:20]
+
+
+async def read_gas_window(
+    conn: psycopg.AsyncConnection[Any], device_id: str, start: datetime, end: datetime
+) -> list[list[Any]]:
+    cur = await conn.execute(
+        "SELECT time, seq, lel_pct, co_ppm, valve, fault FROM telemetry_gas"
+        " WHERE device_id = %s AND time >= %s AND time <= %s ORDER BY time, seq",
+        (device_id, start, end),
+    )
+    return [[r[0].isoformat(), r[1], r[2], r[3], r[4], r[5]] for r in await cur.fetchall()]
+
+
+async def _append_alert(
+    conn: psycopg.AsyncConnection[Any], kind: str, clue: CluePublic, extra: Mapping[str, Any]
+) -> None:
+    body = {"clue": clue.model_dump(mode="json"), **extra}
+    cur = await conn.execute(
+        "INSERT INTO alerts (type, clue_id, severity, department, body)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING seq",
+        (kind, clue.id, clue.severity, clue.department, Jsonb(body)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    # Delivered at commit; listeners read the alerts table from their last seq on.
+    await conn.execute("SELECT pg_notify(%s, %s)", (ALERT_CHANNEL, str(row[0])))
+
+
+class Casework:
+    """Turns findings into records. Owned by the runtime; uses its pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], evidence_before: timedelta) -> None:
+        self._pool = pool
+        self._before = evidence_before
+
+    async def handle(self, finding: Finding, device: DeviceInfo) -> str:
+        """Record one finding; returns the clue id."""
+        clue_id = clue_id_for(finding.key)
+        async with self._pool.connection() as conn, conn.transaction():
+            if finding.phase == "opened":
+                await self._open(conn, clue_id, finding, device)
+            else:
+                await self._progress(conn, clue_id, finding)
+        return clue_id
+
+    async def _open(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+    ) -> None:
+        cur = await conn.execute(
+            "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
+            " matter_id, department, cooperating_departments, title, triggered_at, opened_at,"
+            " last_at, value, peak, threshold, details)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (key) DO NOTHING RETURNING id",
+            (
+                clue_id, f.key, f.rule, f.severity, device.domain, device.id, device.subject_id,
+                device.matter_id, device.department, list(device.cooperating_departments),
+                f.title, f.episode_start, f.at, f.at, f.value, f.peak, f.threshold,
+                Jsonb(f.details),
+            ),
+        )
+        if await cur.fetchone() is None:
+            # Already opened (a replay after restart): the episode goes on.
+            await self._progress(conn, clue_id, f)
+            return
+        evidence_id = await self._fix_evidence(conn, clue_id, f, device)
+        case_id = None
+        if f.severity == "red":
+            case_id = await self._open_case(conn, clue_id, f, device)
+        await conn.execute(
+            "UPDATE clues SET evidence_id = %s, case_id = %s WHERE id = %s",
+            (evidence_id, case_id, clue_id),
+        )
+        clue = await _read_clue(conn, clue_id)
+        await _append_alert(conn, "clue.opened", clue, {})
+        _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
+
+    async def _progress(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding
+    ) -> None:
+        cleared = f.phase == "cleared"
+        cur = await conn.execute(
+            "UPDATE clues SET last_at = greatest(last_at, %s), value = %s,"
+            " peak = greatest(peak, %s), updates = updates + 1,"
+            " cleared_at = CASE WHEN %s THEN %s ELSE cleared_at END"
+            " WHERE id = %s RETURNING id",
+            (f.at, f.value, f.peak, cleared, f.at, clue_id),
+        )
+        if await cur.fetchone() is None:
+            _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
+            return
+        clue = await _read_clue(conn, clue_id)
+        await _append_alert(conn, f"clue.{f.phase}", clue, {})
+
+    async def _fix_evidence(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+    ) -> str:
+        """Freeze the telemetry window from before the trigger up to the firing, hashed."""
+        window_from = f.episode_start - self._before
+        window_to = f.at
+        readings = (
+            await read_gas_window(conn, device.id, window_from, window_to)
+            if device.domain == "gas"
+            else []
+        )
+        evidence_id = "ev_" + clue_id.removeprefix("clu_")
+        content = {
+            "kind": "telemetry_window",
+            "evidence_id": evidence_id,
+            "clue_id": clue_id,
+            "rule": f.rule,
+            "severity": f.severity,
+            "triggered_at": f.episode_start,
+            "fired_at": f.at,
+            "threshold": f.threshold,
+            "device": {
+                "id": device.id, "domain": device.domain, "kind": device.kind,
+                "attributes": device.attributes,
+            },
+            "subject": {
+                "id": device.subject_id, "name": device.subject_name,
+                "risk_tier": device.risk_tier,
+            },
+            "matter": {"id": device.matter_id, "legal_basis": list(device.legal_basis)},
+            "window": {"from": window_from, "to": window_to},
+            "columns": ["ts", "seq", "lel_pct", "co_ppm", "valve", "fault"],
+            "readings": readings,
+        }
+        data = canonical_json(content)
+        await conn.execute(
+            "INSERT INTO evidence (id, clue_id, kind, window_from, window_to, item_count,"
+            " content, sha256) VALUES (%s, %s, 'telemetry_window', %s, %s, %s, %s, %s)",
+            (
+                evidence_id, clue_id, window_from, window_to, len(readings),
+                data.decode("utf-8"), sha256_hex(data),
+            ),
+        )
+        return evidence_id
+
+    async def _open_case(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+    ) -> str:
+        """A red clue files a case with the matter's lead department, unless one is open
+        for the same subject and matter: the same facts are not cased twice."""
+        cur = await conn.execute(
+            "SELECT id FROM cases WHERE subject_id = %s AND matter_id = %s"
+            " AND status <> 'closed' ORDER BY opened_at LIMIT 1 FOR UPDATE",
+            (device.subject_id, device.matter_id),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            case_id = str(row[0])
+        else:
+            cur = await conn.execute(
+                "SELECT to_char(%s::timestamptz, 'YYYY') || '-' ||"
+                " lpad(nextval('case_number_seq')::text, 6, '0')",
+                (f.at,),
+            )
+            number_row = await cur.fetchone()
+            assert number_row is not None
+            number = str(number_row[0])
+            case_id = "case_" + sha256_hex(f"case|{clue_id}".encode())[:20]
+            await conn.execute(
+                "INSERT INTO cases (id, number, title, matter_id, subject_id, department,"
+                " cooperating_departments, legal_basis, opened_by)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    case_id, number, f"{f.title}: {device.subject_name}", device.matter_id,
+                    device.subject_id, device.department, list(device.cooperating_departments),
+                    list(device.legal_basis), SYSTEM_ACTOR,
+                ),
+            )
+            _LOG.info("case %s (%s) filed with %s", number, case_id, device.department)
+        await conn.execute(
+            "INSERT INTO case_clues (case_id, clue_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (case_id, clue_id),
+        )
+        return case_id
+
+
+async def _read_clue(conn: psycopg.AsyncConnection[Any], clue_id: str) -> CluePublic:
+    cur = await conn.execute(f"SELECT {CLUE_COLUMNS} FROM clues WHERE id = %s", (clue_id,))  # type: ignore[arg-type]
+    row = await cur.fetchone()
+    assert row is not None
+    return CluePublic.from_row(row)
+
+
+async def verify_evidence(conn: psycopg.AsyncConnection[Any], evidence_id: str) -> dict[str, Any] | None:
+    """Recompute the hash over the stored bytes, and re-read the source telemetry."""
+    cur = await conn.execute(
+        "SELECT content, sha256 FROM evidence WHERE id = %s", (evidence_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    content_text, stored = str(row[0]), str(row[1])
+    data = content_text.encode("utf-8")
+    computed = sha256_hex(data)
+    problems: list[str] = []
+    if computed != stored:
+        problems.append("content does not match its recorded SHA-256")
+    source_intact = True
+    try:
+        content = json.loads(data)
+        if content.get("device", {}).get("domain") == "gas":
+            current = await read_gas_window(
+                conn,
+                content["device"]["id"],
+                datetime.fromisoformat(content["window"]["from"]),
+                datetime.fromisoformat(content["window"]["to"]),
+            )
+            if canonical_json(current) != canonical_json(content["readings"]):
+                source_intact = False
+                problems.append("telemetry in the database differs from the evidence window")
+    except (ValueError, KeyError, TypeError) as exc:
+        source_intact = False
+        problems.append(f"content is not readable evidence: {exc}")
+    return {
+        "evidence_id": evidence_id,
+        "valid": computed == stored,
+        "stored_sha256": stored,
+        "computed_sha256": computed,
+        "source_intact": source_intact,
+        "problems": problems,
+    }

@@ -1,0 +1,240 @@
+"""`offsite`: run the gateway, load the registry, simulate devices."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from pydantic import ValidationError
+
+from offsite.config import Settings
+from offsite.embedded import EmbeddedError, broker_running, start_postgres
+from offsite.ingest.errors import IngestError
+from offsite.ingest.schema import migrate
+from offsite.registry.store import RegistryError, demo_registry_path, load_registry
+
+_LOG = logging.getLogger("offsite")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    database_url: str
+    mqtt_url: str
+    mqtt_protocol: str
+
+
+@contextlib.contextmanager
+def services(settings: Settings) -> Generator[Services, None, None]:
+    """The configured database and broker, or embedded ones started for this process."""
+    data_dir = settings.data_dir
+    database_url = settings.database_url
+    if database_url is None:
+        _LOG.info("OFFSITE_DATABASE_URL not set: starting embedded PostgreSQL in %s", data_dir)
+        database_url = start_postgres(data_dir)
+    if settings.mqtt_url is not None:
+        yield Services(database_url, settings.mqtt_url, settings.mqtt_protocol)
+        return
+    _LOG.info("OFFSITE_MQTT_URL not set: starting an embedded broker")
+    with broker_running(data_dir) as broker:
+        _LOG.info("embedded broker: %s at %s", broker.kind, broker.url)
+        yield Services(database_url, broker.url, broker.protocol)
+
+
+def _database_url(settings: Settings) -> str:
+    return settings.database_url or start_postgres(settings.data_dir)
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled by `offsite run`, so that shutdown closes the runtime first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Settings, svc: Services, on_ready: str | None = None) -> None:
+    from offsite.api.app import create_app  # noqa: PLC0415 - keeps `offsite --help` fast
+    from offsite.runtime import Runtime  # noqa: PLC0415
+
+    settings = settings.model_copy(update={"mqtt_protocol": svc.mqtt_protocol})
+    async with Runtime(settings, svc.database_url, svc.mqtt_url) as runtime:
+        config = uvicorn.Config(
+            create_app(runtime), host=settings.http_host, port=settings.http_port,
+            log_level="warning", lifespan="off", ws_ping_interval=20,
+        )
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            url = f"http://{settings.http_host}:{port}/"
+            print(f"offsite is running: duty console at {url}", flush=True)
+            if on_ready:
+                print(on_ready.format(url=url), flush=True)
+        await task
+
+
+def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
+    with services(settings) as svc:
+        asyncio.run(serve(settings, svc))
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything on one machine: services, demo registry, gateway, simulator."""
+    with services(settings) as svc:
+        with psycopg.connect(svc.database_url) as conn:
+            migrate(svc.database_url, settings.storage)
+            report = load_registry(conn, demo_registry_path())
+        print(f"demo registry {report.version}: {report.devices} devices", flush=True)
+        host, port = Settings.mqtt_host_port_of(svc.mqtt_url)
+        simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable, "-m", "offsite.cli", "simulate", "gas",
+                "--mqtt-url", svc.mqtt_url, "--devices", str(args.devices),
+                "--rate", str(args.rate), "--scenario", "leak",
+                "--protocol", svc.mqtt_protocol,
+            ]
+        )
+        token = settings.bootstrap_token.get_secret_value()
+        try:
+            asyncio.run(
+                serve(
+                    settings, svc,
+                    on_ready=(
+                        "open {url}#token=" + token + " (API token: " + token + ")\n"
+                        f"simulating {args.devices} gas detectors on {host}:{port};"
+                        " gas-0001 starts a scripted leak in 5 s: a red clue, its evidence"
+                        " and a case follow within a minute"
+                    ),
+                )
+            )
+        finally:
+            simulator.terminate()
+            simulator.wait(10)
+    return 0
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    flavour = migrate(_database_url(settings), settings.storage)
+    print(f"schema up to date ({flavour})")
+    return 0
+
+
+def cmd_registry_load(settings: Settings, args: argparse.Namespace) -> int:
+    url = _database_url(settings)
+    migrate(url, settings.storage)
+    path = Path(args.file) if args.file != "demo" else demo_registry_path()
+    with psycopg.connect(url) as conn:
+        report = load_registry(conn, path)
+    print(
+        f"registry {report.version} loaded (sha256 {report.sha256[:12]}): "
+        f"{report.departments} departments, {report.matters} matters, "
+        f"{report.subjects} subjects, {report.devices} devices"
+    )
+    return 0
+
+
+def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.simulators.gas import run_gas  # noqa: PLC0415
+
+    url = args.mqtt_url or settings.mqtt_url
+    if url is None:
+        print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
+        return 2
+    host, port = Settings.mqtt_host_port_of(url)
+    stop = __import__("threading").Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        count = run_gas(
+            host, port, devices=args.devices, rate_hz=args.rate, scenario=args.scenario,
+            duration_s=args.duration, protocol=args.protocol, first=args.first,
+            leak_devices=args.leak_devices, stop=stop,
+        )
+    except KeyboardInterrupt:
+        return 0
+    print(f"published {count} readings")
+    return 0
+
+
+def _positive(kind: type[float] | type[int]) -> object:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offsite", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="gateway, detectors and API in one process").set_defaults(
+        func=cmd_run
+    )
+    demo = sub.add_parser("demo", help="run with the demo registry and a gas simulator")
+    demo.add_argument("--devices", type=_positive(int), default=20)  # type: ignore[arg-type]
+    demo.add_argument("--rate", type=_positive(float), default=1.0)  # type: ignore[arg-type]
+    demo.set_defaults(func=cmd_demo)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(
+        func=cmd_migrate
+    )
+
+    registry = sub.add_parser("registry", help="departments, matters, subjects, devices")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    load = registry_sub.add_parser("load", help="load a registry file (TOML); 'demo' for ours")
+    load.add_argument("file")
+    load.set_defaults(func=cmd_registry_load)
+
+    simulate = sub.add_parser("simulate", help="simulated devices")
+    simulate_sub = simulate.add_subparsers(dest="simulate_command", required=True)
+    gas = simulate_sub.add_parser("gas", help="combustible-gas detectors")
+    gas.add_argument("--devices", type=_positive(int), default=10)  # type: ignore[arg-type]
+    gas.add_argument("--rate", type=_positive(float), default=1.0, help="readings/s/device")  # type: ignore[arg-type]
+    gas.add_argument("--scenario", choices=["leak", "normal"], default="normal")
+    gas.add_argument("--duration", type=_positive(float), default=None, help="seconds")  # type: ignore[arg-type]
+    gas.add_argument("--first", type=_positive(int), default=1, help="first device number")  # type: ignore[arg-type]
+    gas.add_argument("--leak-devices", type=int, default=1, help="devices that leak")
+    gas.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
+    gas.add_argument("--mqtt-url", default=None)
+    gas.set_defaults(func=cmd_simulate_gas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings()
+        return int(args.func(settings, args))
+    except ValidationError as exc:
+        print(f"offsite: invalid settings:\n{exc}", file=sys.stderr)
+    except (EmbeddedError, IngestError, RegistryError, psycopg.OperationalError) as exc:
+        print(f"offsite: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

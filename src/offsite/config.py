@@ -1,0 +1,101 @@
+"""The one settings object: every knob of offsite, read from `OFFSITE_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_TOKEN = "offsite-dev-token"  # noqa: S105 - refused outside development mode
+
+
+class Settings(BaseSettings):
+    """Settings of one offsite process.
+
+    `database_url` and `mqtt_url` left unset mean "start an embedded one" (`offsite run`),
+    which is for a laptop demo, not for production.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OFFSITE_", extra="ignore")
+
+    mode: Literal["development", "production"] = Field(
+        "development", description="production refuses default secrets"
+    )
+    database_url: str | None = Field(None, description="postgresql:// URL; unset: embedded")
+    mqtt_url: str | None = Field(None, description="mqtt://host:port; unset: embedded broker")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version of the gateway's own connection"
+    )
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_client_id: str = Field("offsite-gateway", description="persistent session id")
+    mqtt_shared_group: str | None = Field(
+        None, description="subscribe as $share/<group>/... so several workers split the load"
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    bootstrap_token: SecretStr = Field(
+        SecretStr(DEVELOPMENT_TOKEN), description="admin API token accepted from start-up"
+    )
+    storage: Literal["auto", "timescaledb", "postgres"] = Field(
+        "auto", description="auto: TimescaleDB when the extension can be created"
+    )
+    data_dir: Path = Field(Path(".offsite"), description="embedded services keep data here")
+
+    max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger payloads quarantined")
+    max_readings_per_message: int = Field(1000, gt=0)
+    ingest_queue_messages: int = Field(
+        20_000, gt=0, description="bounded hand-off from MQTT to the writer; full: back-pressure"
+    )
+    ingest_batch_messages: int = Field(5_000, gt=0)
+    ingest_flush_ms: int = Field(50, gt=0, description="longest wait before a partial batch")
+
+    gas_level1_pct: float = Field(25.0, gt=0, le=100, description="GB/T 50493: at most 25")
+    gas_level2_pct: float = Field(50.0, gt=0, le=100, description="GB/T 50493: at most 50")
+    gas_confirm_s: float = Field(15.0, ge=0, description="held this long before a clue")
+
+    evidence_before_s: float = Field(120.0, ge=0, description="telemetry kept before a trigger")
+    silent_after_intervals: float = Field(
+        3.0, gt=1, description="a device is silent after this many expected intervals"
+    )
+    silent_sweep_s: float = Field(5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("OFFSITE_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("OFFSITE_MQTT_URL must look like mqtt://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Self:
+        if self.mode == "production":
+            if self.bootstrap_token.get_secret_value() == DEVELOPMENT_TOKEN:
+                raise ValueError("OFFSITE_BOOTSTRAP_TOKEN must be set in production mode")
+            if len(self.bootstrap_token.get_secret_value()) < 24:
+                raise ValueError("OFFSITE_BOOTSTRAP_TOKEN must be at least 24 characters")
+        return self
+
+    @staticmethod
+    def mqtt_host_port_of(url: str) -> tuple[str, int]:
+        parts = urlsplit(url)
+        return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Pure detectors: readings and configuration in, findings out. No I/O here."""

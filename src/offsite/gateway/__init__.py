@@ -1,0 +1,1 @@
+"""MQTT in and out: connect, subscribe, decode and validate, device status, commands."""

@@ -1,0 +1,197 @@
+"""Raw MQTT messages in, typed readings or reasoned refusals out. Pure: no I/O.
+
+JSON is decoded once, straight into the typed models, on the usual path. Only when a message
+fails validation is it taken apart item by item, so that the good readings of an array are
+kept and each bad one is quarantined with its own reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from offsite.gateway.payloads import DeviceStatus, GasReading
+
+TOPIC_PREFIX: Final = "offsite/v1/"
+_MAX_FUTURE = timedelta(days=1)
+_MIN_TS: Final = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+
+_GAS_ONE_OR_MANY: TypeAdapter[GasReading | list[GasReading]] = TypeAdapter(
+    GasReading | list[GasReading]
+)
+_GAS_ONE: TypeAdapter[GasReading] = TypeAdapter(GasReading)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDevice:
+    """What decoding needs to know of a registered device."""
+
+    id: str
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    domain: str
+    device_id: str
+    channel: Literal["telemetry", "status", "frame", "cmd/ack"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Something that will not be stored as telemetry, and why."""
+
+    topic: str
+    device_id: str | None
+    reason: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The outcome of one message: readings to store, refusals to quarantine, a status."""
+
+    gas: list[tuple[str, GasReading]] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    status: tuple[str, DeviceStatus] | None = None
+
+
+def parse_topic(topic: str) -> Topic | None:
+    """`offsite/v1/{domain}/{device_id}/{channel}`, or None for anything else."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return None
+    parts = topic[len(TOPIC_PREFIX) :].split("/")
+    if len(parts) == 3 and parts[2] in ("telemetry", "status", "frame"):
+        channel: Literal["telemetry", "status", "frame", "cmd/ack"] = parts[2]  # type: ignore[assignment]
+    elif len(parts) == 4 and parts[2:] == ["cmd", "ack"]:
+        channel = "cmd/ack"
+    else:
+        return None
+    domain, device_id = parts[0], parts[1]
+    if not domain or not device_id:
+        return None
+    return Topic(domain, device_id, channel)
+
+
+def _describe(error: ValidationError, index: int | None = None) -> str:
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"] if p not in ("GasReading", "list[GasReading]"))
+    prefix = f"item {index}: " if index is not None else ""
+    count = error.error_count()
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    return f"{prefix}invalid {where or 'payload'}: {first['msg']}{more}"
+
+
+def _implausible(reading: GasReading, received_at: datetime) -> str | None:
+    if reading.ts < _MIN_TS:
+        return f"implausible ts {reading.ts.isoformat()}: before 2000"
+    if reading.ts > received_at + _MAX_FUTURE:
+        return f"implausible ts {reading.ts.isoformat()}: more than a day ahead of the gateway"
+    return None
+
+
+def decode_message(
+    topic: str,
+    payload: bytes,
+    devices: Mapping[str, KnownDevice],
+    received_at: datetime,
+    *,
+    max_payload_bytes: int,
+    max_readings: int,
+) -> Decoded:
+    """Decode one MQTT message against the registry."""
+    out = Decoded()
+    parsed = parse_topic(topic)
+    if parsed is None:
+        out.refusals.append(Refusal(topic, None, "unknown topic", payload))
+        return out
+    device_id = parsed.device_id
+
+    def refuse(reason: str, body: bytes = payload) -> Decoded:
+        out.refusals.append(Refusal(topic, device_id, reason, body))
+        return out
+
+    if len(payload) > max_payload_bytes:
+        return refuse(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_payload_bytes}",
+            payload[:max_payload_bytes],
+        )
+    device = devices.get(device_id)
+    if device is None:
+        return refuse(f"unknown device {device_id!r}")
+    if device.domain != parsed.domain:
+        return refuse(f"device {device_id!r} is registered in domain {device.domain!r}")
+
+    if parsed.channel == "status":
+        text = payload.decode("utf-8", errors="replace").strip()
+        if text not in ("online", "offline"):
+            return refuse("status must be 'online' or 'offline'")
+        out.status = (device_id, "online" if text == "online" else "offline")
+        return out
+    if parsed.channel != "telemetry" or parsed.domain != "gas":
+        return refuse(f"no decoder for {parsed.domain}/{parsed.channel}")
+
+    try:
+        value = _GAS_ONE_OR_MANY.validate_json(payload)
+    except ValidationError:
+        _decode_items(out, topic, device_id, payload, max_readings)
+    else:
+        readings = value if isinstance(value, list) else [value]
+        if len(readings) > max_readings:
+            return refuse(f"{len(readings)} readings in one message exceed {max_readings}")
+        out.gas.extend((device_id, r) for r in readings)
+    kept: list[tuple[str, GasReading]] = []
+    for item in out.gas:
+        problem = _implausible(item[1], received_at)
+        if problem is None:
+            kept.append(item)
+        else:
+            out.refusals.append(
+                Refusal(topic, device_id, problem, item[1].model_dump_json().encode())
+            )
+    out.gas = kept
+    return out
+
+
+def _decode_items(
+    out: Decoded, topic: str, device_id: str, payload: bytes, max_readings: int
+) -> None:
+    """The slow path: say exactly what is wrong, keep what is right."""
+    try:
+        document = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        out.refusals.append(Refusal(topic, device_id, "payload is not UTF-8 text", payload))
+        return
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = (
+            f"malformed JSON: {exc}"
+            if isinstance(exc, json.JSONDecodeError)
+            else "JSON nested too deeply"
+        )
+        out.refusals.append(Refusal(topic, device_id, reason, payload))
+        return
+    if isinstance(document, dict):
+        try:
+            out.gas.append((device_id, _GAS_ONE.validate_python(document)))
+        except ValidationError as exc:
+            out.refusals.append(Refusal(topic, device_id, _describe(exc), payload))
+        return
+    if not isinstance(document, list):
+        reason = f"payload must be a JSON object or array, not {type(document).__name__}"
+        out.refusals.append(Refusal(topic, device_id, reason, payload))
+        return
+    if len(document) > max_readings:
+        reason = f"{len(document)} readings in one message exceed {max_readings}"
+        out.refusals.append(Refusal(topic, device_id, reason, payload))
+        return
+    for index, item in enumerate(document):
+        try:
+            out.gas.append((device_id, _GAS_ONE.validate_python(item)))
+        except ValidationError as exc:
+            body = json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
+            out.refusals.append(Refusal(topic, device_id, _describe(exc, index), body))

@@ -1,0 +1,1 @@
+"""Storage: schema migrations, batched telemetry writes, quarantine of refused input."""

@@ -1,0 +1,49 @@
+"""Counters of everything the gateway took in and what became of it (`/metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    """One registry per runtime, so that tests running several do not mix their counts."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "offsite_mqtt_messages", "MQTT messages taken from the broker", ["channel"],
+            registry=self.registry,
+        )
+        self.readings_stored = Counter(
+            "offsite_readings_stored", "readings committed to telemetry", ["domain"],
+            registry=self.registry,
+        )
+        self.readings_duplicate = Counter(
+            "offsite_readings_duplicate", "readings already stored (redelivery, resend)",
+            ["domain"], registry=self.registry,
+        )
+        self.quarantined = Counter(
+            "offsite_quarantined", "messages or readings refused into quarantine",
+            registry=self.registry,
+        )
+        self.acked = Counter(
+            "offsite_mqtt_acked", "QoS 1 messages acknowledged after commit",
+            registry=self.registry,
+        )
+        self.write_errors = Counter(
+            "offsite_write_errors", "batch writes that failed and were retried", ["kind"],
+            registry=self.registry,
+        )
+        self.findings = Counter(
+            "offsite_findings", "detector findings", ["rule", "phase"], registry=self.registry
+        )
+        self.alerts_sent = Counter(
+            "offsite_alerts_sent", "alerts pushed to live clients", registry=self.registry
+        )
+        self.backlog = Gauge(
+            "offsite_ingest_backlog", "messages waiting between MQTT and the writer",
+            registry=self.registry,
+        )
+        self.mqtt_connected = Gauge(
+            "offsite_mqtt_connected", "1 while connected to the broker", registry=self.registry
+        )

@@ -1,0 +1,288 @@
+"""The running gateway: one owner for the pool, the MQTT connection and every task.
+
+Data path: MQTT (paho thread) -> bounded hand-off -> decode -> batch write (COPY, commit)
+-> acknowledge to the broker -> detectors -> findings queue -> casework (clue, evidence,
+case, alert) -> NOTIFY -> live alert stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from offsite.casework.alerts import AlertHub
+from offsite.casework.directory import DeviceInfo, read_directory
+from offsite.casework.service import Casework
+from offsite.config import Settings
+from offsite.detectors.findings import Finding
+from offsite.detectors.gas import GasDetector, GasLevels
+from offsite.detectors.silence import SilenceDetector
+from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
+from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
+from offsite.gateway.payloads import GasReading
+from offsite.ingest.schema import Flavour, migrate
+from offsite.ingest.writer import StatusChange, write_batch
+from offsite.metrics import Metrics
+
+_LOG = logging.getLogger(__name__)
+_REGISTRY_CHANNEL = "offsite_registry"
+
+
+class Runtime:
+    """`async with Runtime(settings, database_url, mqtt_url) as rt:` runs the gateway."""
+
+    def __init__(self, settings: Settings, database_url: str, mqtt_url: str | None) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.mqtt_url = mqtt_url
+        self.metrics = Metrics()
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            database_url, min_size=2, max_size=10, open=False, name="offsite"
+        )
+        self.hub = AlertHub(database_url)
+        self.flavour: Flavour = "postgres"
+        self.directory: dict[str, DeviceInfo] = {}
+        self._known: dict[str, KnownDevice] = {}
+        self.gas = GasDetector(
+            GasLevels(
+                level1_pct=settings.gas_level1_pct,
+                level2_pct=settings.gas_level2_pct,
+                confirm_s=settings.gas_confirm_s,
+            )
+        )
+        self.silence = SilenceDetector(settings.silent_after_intervals)
+        self.casework = Casework(self.pool, timedelta(seconds=settings.evidence_before_s))
+        self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
+        self.gateway: MqttGateway | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = datetime.now(UTC)
+
+    async def __aenter__(self) -> Self:
+        self.flavour = await asyncio.to_thread(
+            migrate, self.database_url, self.settings.storage
+        )
+        _LOG.info("storage: %s", self.flavour)
+        await self.pool.open(wait=True, timeout=30)
+        try:
+            await self.refresh_directory()
+            await self._seed_silence()
+            self._spawn(self.hub.run(), "alert-hub")
+            await asyncio.wait_for(self.hub.ready.wait(), 30)
+            if self.mqtt_url is not None:
+                host, port = self.settings.mqtt_host_port_of(self.mqtt_url)
+                password = self.settings.mqtt_password
+                self.gateway = MqttGateway(
+                    MqttOptions(
+                        host=host,
+                        port=port,
+                        client_id=self.settings.mqtt_client_id,
+                        protocol=self.settings.mqtt_protocol,
+                        username=self.settings.mqtt_username,
+                        password=password.get_secret_value() if password else None,
+                        shared_group=self.settings.mqtt_shared_group,
+                        capacity=self.settings.ingest_queue_messages,
+                    ),
+                    asyncio.get_running_loop(),
+                )
+                await self.gateway.start()
+                self._spawn(self._ingest_loop(self.gateway), "ingest")
+            self._spawn(self._casework_loop(), "casework")
+            self._spawn(self._silence_loop(), "silence")
+            self._spawn(self._registry_listener(), "registry-listener")
+            self._spawn(self._partition_loop(), "partitions")
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.pool.close(timeout=5)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            _LOG.critical("task %s died", task.get_name(), exc_info=task.exception())
+
+    async def refresh_directory(self) -> None:
+        async with self.pool.connection() as conn:
+            directory = await read_directory(conn)
+        self.directory = directory
+        self._known = {d.id: KnownDevice(d.id, d.domain) for d in directory.values()}
+        _LOG.info("registry: %d active devices", len(directory))
+
+    async def _seed_silence(self) -> None:
+        """Resume silence tracking where the last run left it, from device_status."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT device_id, last_seen_at FROM device_status WHERE last_seen_at IS NOT NULL"
+            )
+            for device_id, last_seen in await cur.fetchall():
+                info = self.directory.get(device_id)
+                if info is not None:
+                    self.silence.observe(device_id, info.expected_interval_s, last_seen)
+
+    # ingest
+
+    async def _ingest_loop(self, gateway: MqttGateway) -> None:
+        settings = self.settings
+        while True:
+            batch = await gateway.get_batch(settings.ingest_batch_messages)
+            self.metrics.backlog.set(0)
+            now = datetime.now(UTC)
+            gas: list[tuple[str, GasReading]] = []
+            refusals: list[Refusal] = []
+            statuses: list[StatusChange] = []
+            for item in batch:
+                decoded = self._decode(item, now)
+                gas.extend(decoded.gas)
+                refusals.extend(decoded.refusals)
+                if decoded.status is not None:
+                    statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
+            result = await self._write_until_committed(gas, now, refusals, statuses)
+            self.metrics.acked.inc(gateway.ack(batch))
+            self.metrics.readings_stored.labels("gas").inc(result[0])
+            self.metrics.readings_duplicate.labels("gas").inc(result[1])
+            self.metrics.quarantined.inc(result[2])
+            await self._detect(gas, now)
+
+    def _decode(self, item: Inbound, now: datetime) -> Decoded:
+        channel = item.topic.rsplit("/", 1)[-1]
+        self.metrics.messages.labels(channel).inc()
+        return decode_message(
+            item.topic,
+            item.payload,
+            self._known,
+            item.received_at,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            max_readings=self.settings.max_readings_per_message,
+        )
+
+    async def _write_until_committed(
+        self,
+        gas: list[tuple[str, GasReading]],
+        now: datetime,
+        refusals: list[Refusal],
+        statuses: list[StatusChange],
+    ) -> tuple[int, int, int]:
+        """Retry while the database is away: nothing is acknowledged before it commits,
+        and while this waits the bounded hand-off fills and the broker keeps the rest."""
+        delay = 0.2
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    result = await write_batch(conn, gas, now, refusals, statuses)
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                self.metrics.write_errors.labels("unavailable").inc()
+                _LOG.warning("database unavailable (%s); batch held, retry in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except psycopg.DataError as exc:
+                # A batch the database refuses as data is quarantined whole, not dropped.
+                self.metrics.write_errors.labels("data").inc()
+                _LOG.error("batch refused by the database: %s; quarantining it", exc)
+                refusals = refusals + [
+                    Refusal(
+                        f"offsite/v1/gas/{device_id}/telemetry", device_id,
+                        f"refused by the database: {exc}", r.model_dump_json().encode(),
+                    )
+                    for device_id, r in gas
+                ]
+                gas = []
+                continue
+            return result.stored, result.duplicates, result.quarantined
+
+    async def _detect(self, gas: list[tuple[str, GasReading]], now: datetime) -> None:
+        findings: list[Finding] = []
+        if gas:
+            findings.extend(self.gas.feed((d, r.ts, r.lel_pct) for d, r in gas))
+            for device_id in {d for d, _ in gas}:
+                info = self.directory.get(device_id)
+                if info is not None:
+                    back = self.silence.observe(device_id, info.expected_interval_s, now)
+                    if back is not None:
+                        findings.append(back)
+        for finding in findings:
+            self.metrics.findings.labels(finding.rule, finding.phase).inc()
+            await self._findings.put(finding)
+
+    # casework
+
+    async def _casework_loop(self) -> None:
+        while True:
+            finding = await self._findings.get()
+            device = self.directory.get(finding.device_id)
+            if device is None:
+                _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
+                continue
+            delay = 0.2
+            while True:
+                try:
+                    await self.casework.handle(finding, device)
+                    break
+                except (psycopg.OperationalError, TimeoutError) as exc:
+                    _LOG.warning("casework waits for the database (%s)", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                except psycopg.Error:
+                    _LOG.exception("finding %s could not be recorded", finding.key)
+                    break
+
+    async def _silence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.silent_sweep_s)
+            for finding in self.silence.sweep(datetime.now(UTC)):
+                self.metrics.findings.labels(finding.rule, finding.phase).inc()
+                await self._findings.put(finding)
+
+    async def _registry_listener(self) -> None:
+        """Reload the device directory when `offsite registry load` announces a change."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {_REGISTRY_CHANNEL}")
+                    await self.refresh_directory()
+                    async for _ in conn.notifies():
+                        await self.refresh_directory()
+            except psycopg.OperationalError as exc:
+                _LOG.warning("registry listener lost the database (%s)", exc)
+                await asyncio.sleep(2.0)
+
+    async def _partition_loop(self) -> None:
+        """Plain PostgreSQL: keep daily partitions ready ahead of the data."""
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "SELECT offsite_ensure_partitions('telemetry_gas',"
+                        " current_date - 1, current_date + 3)"
+                    )
+            except psycopg.Error as exc:
+                _LOG.warning("partition maintenance failed: %s", exc)
+            await asyncio.sleep(3600)

@@ -1,0 +1,1 @@
+"""Simulated devices that publish like real ones: their own connection, last will, QoS 1."""

@@ -1,0 +1,137 @@
+"""Combustible-gas detectors: a baseline with noise, and a scripted leak.
+
+Each device is its own MQTT client with a last will (`offline`, retained) and a retained
+`online` on connect; readings go out at QoS 1 with a sequence number per device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+_LOG = logging.getLogger(__name__)
+
+Scenario = Literal["leak", "normal"]
+
+
+@dataclass(frozen=True, slots=True)
+class LeakScript:
+    """%LEL over time since the leak began: rise past the first level, then the second,
+    hold, then ventilation brings it back down."""
+
+    start_s: float = 5.0
+    period_s: float = 300.0
+
+    def level(self, t: float) -> float | None:
+        """The scripted %LEL at `t` seconds after start, or None outside the leak."""
+        if t < self.start_s:
+            return None
+        u = (t - self.start_s) % self.period_s
+        points = ((0.0, 2.0), (8.0, 32.0), (16.0, 34.0), (22.0, 62.0), (60.0, 64.0), (75.0, 3.0))
+        if u >= points[-1][0]:
+            return None
+        for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
+            if t0 <= u < t1:
+                return v0 + (v1 - v0) * (u - t0) / (t1 - t0)
+        return None
+
+
+class SimulatedGasDetector:
+    def __init__(self, device_id: str, host: str, port: int, protocol: str, index: int) -> None:
+        self.device_id = device_id
+        self.seq = int(time.time() * 1000) % 1_000_000_000  # fresh after a restart
+        self.baseline = random.uniform(0.5, 3.0)  # noqa: S311 - simulation, not security
+        self.use_epoch_ms = index % 2 == 0  # both timestamp forms of the contract
+        self._status = f"offsite/v1/gas/{device_id}/status"
+        self.topic = f"offsite/v1/gas/{device_id}/telemetry"
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"sim-{device_id}",
+            protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
+        )
+        self.client.will_set(self._status, b"offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.max_queued_messages_set(100_000)  # buffer while the broker is away
+        self.client.reconnect_delay_set(1, 10)
+        self.client.connect_async(host, port, keepalive=30)
+
+    def _on_connect(self, client: paho.Client, *_: object) -> None:
+        client.publish(self._status, b"online", qos=1, retain=True)
+
+    def reading(self, now: datetime, lel: float) -> bytes:
+        self.seq += 1
+        ts: int | str = (
+            int(now.timestamp() * 1000) if self.use_epoch_ms else now.isoformat(timespec="milliseconds")
+        )
+        body = {
+            "ts": ts,
+            "seq": self.seq,
+            "lel_pct": round(max(0.0, min(100.0, lel)), 2),
+            "co_ppm": round(random.uniform(0, 4), 1),  # noqa: S311
+            "valve": "open",
+        }
+        return json.dumps(body).encode()
+
+    def close(self) -> None:
+        # A clean stop says offline itself; the will is for when the device just dies.
+        self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def run_gas(
+    host: str,
+    port: int,
+    *,
+    devices: int,
+    rate_hz: float,
+    scenario: Scenario,
+    duration_s: float | None,
+    protocol: str = "3.1.1",
+    first: int = 1,
+    leak_devices: int = 1,
+    stop: threading.Event | None = None,
+) -> int:
+    """Publish until `duration_s` passes or `stop` is set; returns readings published."""
+    stop = stop or threading.Event()
+    sims = [
+        SimulatedGasDetector(f"gas-{first + i:04d}", host, port, protocol, i)
+        for i in range(devices)
+    ]
+    for sim in sims:
+        sim.client.loop_start()
+    script = LeakScript()
+    started = time.monotonic()
+    period = 1.0 / rate_hz
+    published = 0
+    tick = 0
+    try:
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if duration_s is not None and elapsed >= duration_s:
+                break
+            now = datetime.now(UTC)
+            for index, sim in enumerate(sims):
+                level = script.level(elapsed) if scenario == "leak" and index < leak_devices else None
+                noise = random.gauss(0, 0.3)
+                lel = (level if level is not None else sim.baseline) + noise
+                sim.client.publish(sim.topic, sim.reading(now, lel), qos=1)
+                published += 1
+            tick += 1
+            delay = started + tick * period - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+    finally:
+        for sim in sims:
+            sim.close()
+    _LOG.info("published %d readings from %d devices", published, devices)
+    return published
