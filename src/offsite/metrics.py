@@ -11,27 +11,37 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.messages = Counter(
-            "offsite_mqtt_messages", "MQTT messages taken from the broker", ["channel"],
+            "offsite_mqtt_messages",
+            "MQTT messages taken from the broker",
+            ["channel"],
             registry=self.registry,
         )
         self.readings_stored = Counter(
-            "offsite_readings_stored", "readings committed to telemetry", ["domain"],
+            "offsite_readings_stored",
+            "readings committed to telemetry",
+            ["domain"],
             registry=self.registry,
         )
         self.readings_duplicate = Counter(
-            "offsite_readings_duplicate", "readings already stored (redelivery, resend)",
-            ["domain"], registry=self.registry,
+            "offsite_readings_duplicate",
+            "readings already stored (redelivery, resend)",
+            ["domain"],
+            registry=self.registry,
         )
         self.quarantined = Counter(
-            "offsite_quarantined", "messages or readings refused into quarantine",
+            "offsite_quarantined",
+            "messages or readings refused into quarantine",
             registry=self.registry,
         )
         self.acked = Counter(
-            "offsite_mqtt_acked", "QoS 1 messages acknowledged after commit",
+            "offsite_mqtt_acked",
+            "QoS 1 messages acknowledged after commit",
             registry=self.registry,
         )
         self.write_errors = Counter(
-            "offsite_write_errors", "batch writes that failed and were retried", ["kind"],
+            "offsite_write_errors",
+            "batch writes that failed and were retried",
+            ["kind"],
             registry=self.registry,
         )
         self.findings = Counter(
@@ -41,7 +51,8 @@ class Metrics:
             "offsite_alerts_sent", "alerts pushed to live clients", registry=self.registry
         )
         self.backlog = Gauge(
-            "offsite_ingest_backlog", "messages waiting between MQTT and the writer",
+            "offsite_ingest_backlog",
+            "messages waiting between MQTT and the writer",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

@@ -65,9 +65,7 @@ class Runtime:
         self.started_at = datetime.now(UTC)
 
     async def __aenter__(self) -> Self:
-        self.flavour = await asyncio.to_thread(
-            migrate, self.database_url, self.settings.storage
-        )
+        self.flavour = await asyncio.to_thread(migrate, self.database_url, self.settings.storage)
         _LOG.info("storage: %s", self.flavour)
         await self.pool.open(wait=True, timeout=30)
         try:
@@ -207,8 +205,10 @@ class Runtime:
                 _LOG.error("batch refused by the database: %s; quarantining it", exc)
                 refusals = refusals + [
                     Refusal(
-                        f"offsite/v1/gas/{device_id}/telemetry", device_id,
-                        f"refused by the database: {exc}", r.model_dump_json().encode(),
+                        f"offsite/v1/gas/{device_id}/telemetry",
+                        device_id,
+                        f"refused by the database: {exc}",
+                        r.model_dump_json().encode(),
                     )
                     for device_id, r in gas
                 ]

@@ -45,8 +45,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not healthy:
             response.status_code = 503
         return Health(
-            status="ok" if healthy else "degraded", database=database, mqtt=mqtt,
-            storage=rt.flavour, version=__version__,
+            status="ok" if healthy else "degraded",
+            database=database,
+            mqtt=mqtt,
+            storage=rt.flavour,
+            version=__version__,
         )
 
     @app.get("/metrics", include_in_schema=False)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 
 from offsite.api.auth import token_is_valid
-from offsite.casework.alerts import AlertHub, SubscriberLagging, read_alerts
+from offsite.casework.alerts import AlertHub, SubscriberLaggingError, read_alerts
 
 router = APIRouter()
 
@@ -51,7 +51,7 @@ async def alerts_live(
                 continue
             await websocket.send_json(alert.to_json())
             last = alert.seq
-    except SubscriberLagging:
+    except SubscriberLaggingError:
         with contextlib.suppress(RuntimeError):
             await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="resume with after")
     except WebSocketDisconnect:

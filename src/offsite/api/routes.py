@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
+import psycopg.rows
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from psycopg import sql
 
 from offsite.api.auth import Caller
 from offsite.api.models import (
@@ -43,7 +45,9 @@ Db = Annotated[psycopg.AsyncConnection[Any], Depends(_connection)]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
-async def _rows(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[dict[str, Any]]:
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], query: str, *params: Any
+) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(query.encode(), params)
         return await cur.fetchall()
@@ -86,7 +90,10 @@ async def devices(
         db,
         _DEVICE_QUERY + " WHERE (%s::text IS NULL OR d.domain = %s)"
         " AND (%s::text IS NULL OR d.subject_id = %s) ORDER BY d.id",
-        domain, domain, subject_id, subject_id,
+        domain,
+        domain,
+        subject_id,
+        subject_id,
     )
 
 
@@ -123,7 +130,10 @@ async def telemetry(
         "SELECT * FROM (SELECT time AS ts, seq, lel_pct, co_ppm, valve, fault, received_at"
         " FROM telemetry_gas WHERE device_id = %s AND time >= %s AND time <= %s"
         " ORDER BY time DESC, seq DESC LIMIT %s) t ORDER BY ts, seq",
-        device_id, start, end, limit,
+        device_id,
+        start,
+        end,
+        limit,
     )
     return {"device_id": device_id, "domain": domain, "points": [GasPoint(**p) for p in points]}
 
@@ -139,10 +149,12 @@ async def clues(
     limit: Limit = 200,
 ) -> list[CluePublic]:
     cur = await db.execute(
-        f"SELECT {CLUE_COLUMNS} FROM clues WHERE (%s::text IS NULL OR device_id = %s)"  # type: ignore[arg-type]
-        " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR severity = %s)"
-        " AND (%s::timestamptz IS NULL OR opened_at >= %s)"
-        " ORDER BY opened_at DESC, id LIMIT %s",
+        sql.SQL(
+            "SELECT {} FROM clues WHERE (%s::text IS NULL OR device_id = %s)"
+            " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR severity = %s)"
+            " AND (%s::timestamptz IS NULL OR opened_at >= %s)"
+            " ORDER BY opened_at DESC, id LIMIT %s"
+        ).format(CLUE_COLUMNS),
         (device_id, device_id, status, status, severity, severity, since, since, limit),
     )
     return [CluePublic.from_row(r) for r in await cur.fetchall()]
@@ -150,7 +162,9 @@ async def clues(
 
 @router.get("/clues/{clue_id}", response_model=CluePublic, tags=["clues"])
 async def clue(db: Db, _: Caller, clue_id: str) -> CluePublic:
-    cur = await db.execute(f"SELECT {CLUE_COLUMNS} FROM clues WHERE id = %s", (clue_id,))  # type: ignore[arg-type]
+    cur = await db.execute(
+        sql.SQL("SELECT {} FROM clues WHERE id = %s").format(CLUE_COLUMNS), (clue_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, f"no clue {clue_id!r}")
@@ -159,12 +173,17 @@ async def clue(db: Db, _: Caller, clue_id: str) -> CluePublic:
 
 @router.get("/cases", response_model=list[CasePublic], tags=["cases"])
 async def cases(
-    db: Db, _: Caller, status: str | None = None, department: str | None = None,
+    db: Db,
+    _: Caller,
+    status: str | None = None,
+    department: str | None = None,
     limit: Limit = 200,
 ) -> list[CasePublic]:
     cur = await db.execute(
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE (%s::text IS NULL OR status = %s)"  # type: ignore[arg-type]
-        " AND (%s::text IS NULL OR department = %s) ORDER BY opened_at DESC LIMIT %s",
+        sql.SQL(
+            "SELECT {} FROM cases WHERE (%s::text IS NULL OR status = %s)"
+            " AND (%s::text IS NULL OR department = %s) ORDER BY opened_at DESC LIMIT %s"
+        ).format(CASE_COLUMNS),
         (status, status, department, department, limit),
     )
     return [CasePublic.from_row(r) for r in await cur.fetchall()]
@@ -172,7 +191,9 @@ async def cases(
 
 @router.get("/cases/{case_id}", response_model=CasePublic, tags=["cases"])
 async def case(db: Db, _: Caller, case_id: str) -> CasePublic:
-    cur = await db.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = %s", (case_id,))  # type: ignore[arg-type]
+    cur = await db.execute(
+        sql.SQL("SELECT {} FROM cases WHERE id = %s").format(CASE_COLUMNS), (case_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, f"no case {case_id!r}")
@@ -194,8 +215,15 @@ async def evidence(db: Db, _: Caller, evidence_id: str) -> EvidencePublic:
     except ValueError:
         content = {"unreadable": row[8][:1000]}
     return EvidencePublic(
-        id=row[0], clue_id=row[1], kind=row[2], created_at=row[3], window_from=row[4],
-        window_to=row[5], item_count=row[6], sha256=row[7], content=content,
+        id=row[0],
+        clue_id=row[1],
+        kind=row[2],
+        created_at=row[3],
+        window_from=row[4],
+        window_to=row[5],
+        item_count=row[6],
+        sha256=row[7],
+        content=content,
     )
 
 
@@ -221,7 +249,11 @@ async def quarantine(
     )
     return [
         QuarantinePublic(
-            id=r[0], received_at=r[1], topic=r[2], device_id=r[3], reason=r[4],
+            id=r[0],
+            received_at=r[1],
+            topic=r[2],
+            device_id=r[3],
+            reason=r[4],
             payload_size=len(r[5]),
             payload_preview=bytes(r[5][:256]).decode("utf-8", errors="replace"),
         )

@@ -30,7 +30,7 @@ class Alert:
         return {"seq": self.seq, "type": self.type, "at": self.at, **self.body}
 
 
-class SubscriberLagging(Exception):
+class SubscriberLaggingError(Exception):
     """A live client fell too far behind; it reconnects and resumes from its last seq."""
 
 
@@ -41,7 +41,7 @@ class Subscription:
     async def get(self) -> Alert:
         alert = await self.queue.get()
         if alert is None:
-            raise SubscriberLagging
+            raise SubscriberLaggingError
         return alert
 
 
@@ -93,7 +93,9 @@ class AlertHub:
                     async for _ in conn.notifies():
                         await self._catch_up(conn)
             except psycopg.OperationalError as exc:
-                _LOG.warning("alert listener lost the database (%s); retrying in %.1f s", exc, delay)
+                _LOG.warning(
+                    "alert listener lost the database (%s); retrying in %.1f s", exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -37,10 +37,18 @@ async def read_directory(conn: psycopg.AsyncConnection[Any]) -> dict[str, Device
     cur = await conn.execute(_QUERY)
     return {
         row[0]: DeviceInfo(
-            id=row[0], domain=row[1], kind=row[2], subject_id=row[3], subject_name=row[4],
-            risk_tier=row[5], matter_id=row[6], department=row[7],
-            cooperating_departments=tuple(row[8]), legal_basis=tuple(row[9]),
-            expected_interval_s=float(row[10]), attributes=dict(row[11]),
+            id=row[0],
+            domain=row[1],
+            kind=row[2],
+            subject_id=row[3],
+            subject_name=row[4],
+            risk_tier=row[5],
+            matter_id=row[6],
+            department=row[7],
+            cooperating_departments=tuple(row[8]),
+            legal_basis=tuple(row[9]),
+            expected_interval_s=float(row[10]),
+            attributes=dict(row[11]),
         )
         for row in await cur.fetchall()
     }

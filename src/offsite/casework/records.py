@@ -5,20 +5,54 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-CLUE_COLUMNS = (
-    "id, rule, severity, domain, device_id, subject_id, matter_id, department,"
-    " cooperating_departments, status, title, triggered_at, opened_at, last_at, cleared_at,"
-    " value, peak, threshold, updates, evidence_id, case_id, details"
+CLUE_FIELDS = (
+    "id",
+    "rule",
+    "severity",
+    "domain",
+    "device_id",
+    "subject_id",
+    "matter_id",
+    "department",
+    "cooperating_departments",
+    "status",
+    "title",
+    "triggered_at",
+    "opened_at",
+    "last_at",
+    "cleared_at",
+    "value",
+    "peak",
+    "threshold",
+    "updates",
+    "evidence_id",
+    "case_id",
+    "details",
 )
-CASE_COLUMNS = (
-    "id, number, title, status, matter_id, subject_id, department, cooperating_departments,"
-    " legal_basis, opened_at, opened_by,"
-    " ARRAY(SELECT clue_id FROM case_clues cc WHERE cc.case_id = cases.id ORDER BY clue_id)"
+CLUE_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, CLUE_FIELDS))
+CASE_FIELDS = (
+    "id",
+    "number",
+    "title",
+    "status",
+    "matter_id",
+    "subject_id",
+    "department",
+    "cooperating_departments",
+    "legal_basis",
+    "opened_at",
+    "opened_by",
 )
-EVIDENCE_COLUMNS = (
-    "id, clue_id, kind, created_at, window_from, window_to, item_count, sha256, content"
+CASE_COLUMNS = sql.SQL(", ").join(
+    [
+        *map(sql.Identifier, CASE_FIELDS),
+        sql.SQL(
+            "ARRAY(SELECT clue_id FROM case_clues cc WHERE cc.case_id = cases.id ORDER BY clue_id)"
+        ),
+    ]
 )
 
 
@@ -52,8 +86,7 @@ class CluePublic(_Public):
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> CluePublic:
-        names = [c.strip() for c in CLUE_COLUMNS.split(",")]
-        return cls.model_validate(dict(zip(names, row, strict=True)))
+        return cls.model_validate(dict(zip(CLUE_FIELDS, row, strict=True)))
 
 
 class CasePublic(_Public):
@@ -72,8 +105,7 @@ class CasePublic(_Public):
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> CasePublic:
-        names = [*(c.strip() for c in CASE_COLUMNS.split(",")[:11]), "clue_ids"]
-        return cls.model_validate(dict(zip(names, row, strict=True)))
+        return cls.model_validate(dict(zip((*CASE_FIELDS, "clue_ids"), row, strict=True)))
 
 
 class EvidencePublic(_Public):

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -80,9 +81,23 @@ class Casework:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (key) DO NOTHING RETURNING id",
             (
-                clue_id, f.key, f.rule, f.severity, device.domain, device.id, device.subject_id,
-                device.matter_id, device.department, list(device.cooperating_departments),
-                f.title, f.episode_start, f.at, f.at, f.value, f.peak, f.threshold,
+                clue_id,
+                f.key,
+                f.rule,
+                f.severity,
+                device.domain,
+                device.id,
+                device.subject_id,
+                device.matter_id,
+                device.department,
+                list(device.cooperating_departments),
+                f.title,
+                f.episode_start,
+                f.at,
+                f.at,
+                f.value,
+                f.peak,
+                f.threshold,
                 Jsonb(f.details),
             ),
         )
@@ -102,9 +117,7 @@ class Casework:
         await _append_alert(conn, "clue.opened", clue, {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
 
-    async def _progress(
-        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding
-    ) -> None:
+    async def _progress(self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding) -> None:
         cleared = f.phase == "cleared"
         cur = await conn.execute(
             "UPDATE clues SET last_at = greatest(last_at, %s), value = %s,"
@@ -141,11 +154,14 @@ class Casework:
             "fired_at": f.at,
             "threshold": f.threshold,
             "device": {
-                "id": device.id, "domain": device.domain, "kind": device.kind,
+                "id": device.id,
+                "domain": device.domain,
+                "kind": device.kind,
                 "attributes": device.attributes,
             },
             "subject": {
-                "id": device.subject_id, "name": device.subject_name,
+                "id": device.subject_id,
+                "name": device.subject_name,
                 "risk_tier": device.risk_tier,
             },
             "matter": {"id": device.matter_id, "legal_basis": list(device.legal_basis)},
@@ -158,8 +174,13 @@ class Casework:
             "INSERT INTO evidence (id, clue_id, kind, window_from, window_to, item_count,"
             " content, sha256) VALUES (%s, %s, 'telemetry_window', %s, %s, %s, %s, %s)",
             (
-                evidence_id, clue_id, window_from, window_to, len(readings),
-                data.decode("utf-8"), sha256_hex(data),
+                evidence_id,
+                clue_id,
+                window_from,
+                window_to,
+                len(readings),
+                data.decode("utf-8"),
+                sha256_hex(data),
             ),
         )
         return evidence_id
@@ -192,9 +213,15 @@ class Casework:
                 " cooperating_departments, legal_basis, opened_by)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
-                    case_id, number, f"{f.title}: {device.subject_name}", device.matter_id,
-                    device.subject_id, device.department, list(device.cooperating_departments),
-                    list(device.legal_basis), SYSTEM_ACTOR,
+                    case_id,
+                    number,
+                    f"{f.title}: {device.subject_name}",
+                    device.matter_id,
+                    device.subject_id,
+                    device.department,
+                    list(device.cooperating_departments),
+                    list(device.legal_basis),
+                    SYSTEM_ACTOR,
                 ),
             )
             _LOG.info("case %s (%s) filed with %s", number, case_id, device.department)
@@ -206,17 +233,19 @@ class Casework:
 
 
 async def _read_clue(conn: psycopg.AsyncConnection[Any], clue_id: str) -> CluePublic:
-    cur = await conn.execute(f"SELECT {CLUE_COLUMNS} FROM clues WHERE id = %s", (clue_id,))  # type: ignore[arg-type]
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM clues WHERE id = %s").format(CLUE_COLUMNS), (clue_id,)
+    )
     row = await cur.fetchone()
     assert row is not None
     return CluePublic.from_row(row)
 
 
-async def verify_evidence(conn: psycopg.AsyncConnection[Any], evidence_id: str) -> dict[str, Any] | None:
+async def verify_evidence(
+    conn: psycopg.AsyncConnection[Any], evidence_id: str
+) -> dict[str, Any] | None:
     """Recompute the hash over the stored bytes, and re-read the source telemetry."""
-    cur = await conn.execute(
-        "SELECT content, sha256 FROM evidence WHERE id = %s", (evidence_id,)
-    )
+    cur = await conn.execute("SELECT content, sha256 FROM evidence WHERE id = %s", (evidence_id,))
     row = await cur.fetchone()
     if row is None:
         return None

@@ -27,12 +27,22 @@ class GasLevels:
         clear = timedelta(seconds=self.clear_s)
         return (
             ThresholdRule(
-                "gas.lel.level1", "orange", self.level1_pct, confirm, self.hysteresis_pct,
-                clear, f"Combustible gas at or above {self.level1_pct:g} %LEL (first level)",
+                "gas.lel.level1",
+                "orange",
+                self.level1_pct,
+                confirm,
+                self.hysteresis_pct,
+                clear,
+                f"Combustible gas at or above {self.level1_pct:g} %LEL (first level)",
             ),
             ThresholdRule(
-                "gas.lel.level2", "red", self.level2_pct, confirm, self.hysteresis_pct,
-                clear, f"Combustible gas at or above {self.level2_pct:g} %LEL (second level)",
+                "gas.lel.level2",
+                "red",
+                self.level2_pct,
+                confirm,
+                self.hysteresis_pct,
+                clear,
+                f"Combustible gas at or above {self.level2_pct:g} %LEL (second level)",
             ),
         )
 

@@ -36,7 +36,12 @@ class SilenceDetector:
             return None
         start, entry.silent_since = entry.silent_since, None
         return Finding(
-            self.RULE, device_id, "blue", "cleared", start, seen_at,
+            self.RULE,
+            device_id,
+            "blue",
+            "cleared",
+            start,
+            seen_at,
             "Device reporting again",
         )
 
@@ -51,7 +56,12 @@ class SilenceDetector:
                 entry.silent_since = entry.last_seen
                 out.append(
                     Finding(
-                        self.RULE, device_id, "blue", "opened", entry.last_seen, now,
+                        self.RULE,
+                        device_id,
+                        "blue",
+                        "opened",
+                        entry.last_seen,
+                        now,
                         f"No reading for more than {limit.total_seconds():g} s",
                         value=(now - entry.last_seen).total_seconds(),
                         threshold=limit.total_seconds(),

@@ -39,7 +39,9 @@ class ThresholdState:
     def active(self) -> bool:
         return self._active
 
-    def step(self, rule: ThresholdRule, device_id: str, ts: datetime, value: float) -> Finding | None:
+    def step(
+        self, rule: ThresholdRule, device_id: str, ts: datetime, value: float
+    ) -> Finding | None:
         """Feed one reading; a reading not newer than the last one is a replay and ignored."""
         if self.last_ts is not None and ts <= self.last_ts:
             return None

@@ -102,7 +102,7 @@ class MqttGateway:
         """Connect (reconnects are paho's, with backoff) and wait for the first CONNACK."""
         properties = None
         if self._options.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = _SESSION_EXPIRY_S
             # Unacknowledged QoS 1 messages the broker may have in flight to us: enough to
             # fill a batch while the previous one commits (the MQTT 5 maximum is 65535).
@@ -181,7 +181,9 @@ class MqttGateway:
         client.subscribe([(t, 1) for t in self.topics()])
         _LOG.info(
             "connected to MQTT broker %s:%s (session present: %s)",
-            self._options.host, self._options.port, flags.session_present,
+            self._options.host,
+            self._options.port,
+            flags.session_present,
         )
         self._loop.call_soon_threadsafe(self._connected.set)
 
@@ -198,8 +200,13 @@ class MqttGateway:
         self._loop.call_soon_threadsafe(self._connected.clear)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        payload = message.payload
         item = Inbound(
-            message.topic, message.payload, message.mid, message.qos, self._generation,
+            message.topic,
+            payload if isinstance(payload, bytes) else bytes(payload),
+            message.mid,
+            message.qos,
+            self._generation,
             datetime.now(UTC),
         )
         with self._cond:

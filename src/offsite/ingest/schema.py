@@ -66,7 +66,9 @@ def detect_flavour(conn: psycopg.Connection[object], wanted: str = "auto") -> Fl
     except psycopg.Error as exc:
         if wanted == "timescaledb":
             raise MigrationError(f"cannot create extension timescaledb: {exc}") from None
-        _LOG.warning("timescaledb is available but cannot be loaded (%s); using plain PostgreSQL", exc)
+        _LOG.warning(
+            "timescaledb is available but cannot be loaded (%s); using plain PostgreSQL", exc
+        )
         return "postgres"
     return "timescaledb"
 
@@ -94,7 +96,9 @@ def migrate(conninfo: str, wanted_flavour: str = "auto") -> Flavour:
             for migration in available_migrations(flavour):
                 if migration.version in applied:
                     continue
-                _LOG.info("applying migration %04d %s (%s)", migration.version, migration.name, flavour)
+                _LOG.info(
+                    "applying migration %04d %s (%s)", migration.version, migration.name, flavour
+                )
                 try:
                     with conn.transaction():
                         conn.execute(migration.sql.encode())

@@ -12,8 +12,26 @@ import psycopg
 from offsite.gateway.decode import Refusal
 from offsite.gateway.payloads import DeviceStatus, GasReading
 
-_STAGE = "telemetry_gas_stage"
 _COLUMNS = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
+# The staging table lives as long as the connection and empties at each commit.
+_CREATE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS telemetry_gas_stage"
+    " (LIKE telemetry_gas INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY = f"COPY telemetry_gas_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_TYPES = ["timestamptz", "text", "int8", "float4", "float4", "text", "text", "timestamptz"]
+_MERGE = (
+    f"INSERT INTO telemetry_gas ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_gas_stage"  # noqa: S608 - constants
+    " ON CONFLICT DO NOTHING"
+)
+_STATUS = (
+    "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
+    " SELECT device_id, max(time), max(seq), max(received_at) FROM telemetry_gas_stage"
+    " GROUP BY device_id ON CONFLICT (device_id) DO UPDATE SET"
+    " last_reading_ts = greatest(s.last_reading_ts, excluded.last_reading_ts),"
+    " last_seq = greatest(s.last_seq, excluded.last_seq),"
+    " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,35 +60,16 @@ async def write_batch(
     stored = 0
     async with conn.transaction():
         if gas:
-            # The staging table lives as long as the connection and empties at commit.
-            await conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE}"
-                " (LIKE telemetry_gas INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            async with conn.cursor().copy(
-                f"COPY {_STAGE} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(
-                    ["timestamptz", "text", "int8", "float4", "float4", "text", "text", "timestamptz"]
-                )
+            await conn.execute(_CREATE_STAGE)
+            async with conn.cursor().copy(_COPY) as copy:
+                copy.set_types(_TYPES)
                 for device_id, r in gas:
                     await copy.write_row(
                         (r.ts, device_id, r.seq, r.lel_pct, r.co_ppm, r.valve, r.fault, received_at)
                     )
-            cur = await conn.execute(
-                f"INSERT INTO telemetry_gas ({_COLUMNS}) SELECT {_COLUMNS} FROM {_STAGE}"
-                " ON CONFLICT DO NOTHING"
-            )
+            cur = await conn.execute(_MERGE)
             stored = cur.rowcount
-            await conn.execute(
-                "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
-                f" SELECT device_id, max(time), max(seq), max(received_at) FROM {_STAGE}"
-                " GROUP BY device_id"
-                " ON CONFLICT (device_id) DO UPDATE SET"
-                " last_reading_ts = greatest(s.last_reading_ts, excluded.last_reading_ts),"
-                " last_seq = greatest(s.last_seq, excluded.last_seq),"
-                " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
-            )
+            await conn.execute(_STATUS)
         if refusals:
             async with conn.cursor() as cur:
                 await cur.executemany(

@@ -7,9 +7,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Domain = Literal["gas", "equipment", "video"]
-DeviceKind = Literal[
-    "gas_detector", "elevator", "boiler", "pressure_vessel", "crane", "camera"
-]
+DeviceKind = Literal["gas_detector", "elevator", "boiler", "pressure_vessel", "crane", "camera"]
 RiskTier = Literal["A", "B", "C", "D"]
 """Credit classification (信用風險分類): A lowest risk, D highest."""
 

@@ -70,8 +70,14 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
             " inspection_method = excluded.inspection_method, active = true",
             [
                 (
-                    m.id, m.name, m.domain, m.lead_department, list(m.cooperating_departments),
-                    list(m.legal_basis), m.object_type, m.inspection_method,
+                    m.id,
+                    m.name,
+                    m.domain,
+                    m.lead_department,
+                    list(m.cooperating_departments),
+                    list(m.legal_basis),
+                    m.object_type,
+                    m.inspection_method,
                 )
                 for m in registry.matters
             ],
@@ -82,7 +88,10 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
             " ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,"
             " address = excluded.address, tags = excluded.tags,"
             " risk_tier = excluded.risk_tier, active = true",
-            [(s.id, s.name, s.kind, s.address, list(s.tags), s.risk_tier) for s in registry.subjects],
+            [
+                (s.id, s.name, s.kind, s.address, list(s.tags), s.risk_tier)
+                for s in registry.subjects
+            ],
         )
         cur.executemany(
             "INSERT INTO devices (id, domain, kind, subject_id, matter_id, model,"
@@ -94,8 +103,14 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
             " attributes = excluded.attributes, active = true",
             [
                 (
-                    d.id, d.domain, d.kind, d.subject_id, registry.matter_for(d).id, d.model,
-                    d.expected_interval_s, Jsonb(d.attributes),
+                    d.id,
+                    d.domain,
+                    d.kind,
+                    d.subject_id,
+                    registry.matter_for(d).id,
+                    d.model,
+                    d.expected_interval_s,
+                    Jsonb(d.attributes),
                 )
                 for d in registry.devices
             ],
@@ -113,14 +128,25 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
                 (ids,),
             )
         report = LoadReport(
-            registry.version, digest, len(registry.departments), len(registry.matters),
-            len(registry.subjects), len(registry.devices),
+            registry.version,
+            digest,
+            len(registry.departments),
+            len(registry.matters),
+            len(registry.subjects),
+            len(registry.devices),
         )
         cur.execute(
             "INSERT INTO registry_loads (version, sha256, source, counts) VALUES (%s, %s, %s, %s)",
             (
-                registry.version, digest, str(path),
-                Jsonb({k: getattr(report, k) for k in ("departments", "matters", "subjects", "devices")}),
+                registry.version,
+                digest,
+                str(path),
+                Jsonb(
+                    {
+                        k: getattr(report, k)
+                        for k in ("departments", "matters", "subjects", "devices")
+                    }
+                ),
             ),
         )
         cur.execute("SELECT pg_notify('offsite_registry', %s)", (registry.version,))

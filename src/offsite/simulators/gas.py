@@ -6,6 +6,7 @@ Each device is its own MQTT client with a last will (`offline`, retained) and a 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -39,7 +40,7 @@ class LeakScript:
         points = ((0.0, 2.0), (8.0, 32.0), (16.0, 34.0), (22.0, 62.0), (60.0, 64.0), (75.0, 3.0))
         if u >= points[-1][0]:
             return None
-        for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
+        for (t0, v0), (t1, v1) in itertools.pairwise(points):
             if t0 <= u < t1:
                 return v0 + (v1 - v0) * (u - t0) / (t1 - t0)
         return None
@@ -70,7 +71,9 @@ class SimulatedGasDetector:
     def reading(self, now: datetime, lel: float) -> bytes:
         self.seq += 1
         ts: int | str = (
-            int(now.timestamp() * 1000) if self.use_epoch_ms else now.isoformat(timespec="milliseconds")
+            int(now.timestamp() * 1000)
+            if self.use_epoch_ms
+            else now.isoformat(timespec="milliseconds")
         )
         body = {
             "ts": ts,
@@ -121,7 +124,9 @@ def run_gas(
                 break
             now = datetime.now(UTC)
             for index, sim in enumerate(sims):
-                level = script.level(elapsed) if scenario == "leak" and index < leak_devices else None
+                level = (
+                    script.level(elapsed) if scenario == "leak" and index < leak_devices else None
+                )
                 noise = random.gauss(0, 0.3)
                 lel = (level if level is not None else sim.baseline) + noise
                 sim.client.publish(sim.topic, sim.reading(now, lel), qos=1)
