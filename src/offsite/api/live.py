@@ -7,13 +7,15 @@ with no gap and no repeat between the two.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 
 from offsite.api.auth import token_is_valid
-from offsite.casework.alerts import AlertHub, SubscriberLaggingError, read_alerts
+from offsite.casework.alerts import AlertHub, SubscriberLaggingError, Subscription, read_alerts
+from offsite.runtime import Runtime
 
 router = APIRouter()
 
@@ -27,12 +29,40 @@ async def alerts_live(
     header = websocket.headers.get("authorization", "")
     bearer = header[7:] if header.lower().startswith("bearer ") else None
     if not token_is_valid(websocket, bearer or token):  # type: ignore[arg-type]
+        # Accept, then close with a reason: a browser sees a close code, not an HTTP 403.
+        await websocket.accept()
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
         return
-    runtime = websocket.app.state.runtime
+    runtime: Runtime = websocket.app.state.runtime
     hub: AlertHub = runtime.hub
     await websocket.accept()
     sub = hub.subscribe()  # before the replay, so nothing falls between the two
+    sender = asyncio.create_task(_send(websocket, runtime, sub, after))
+    receiver = asyncio.create_task(_until_disconnect(websocket))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        hub.unsubscribe(sub)
+        for task in (sender, receiver):
+            task.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Clients send nothing we need; reading is how a closed connection is noticed."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _send(
+    websocket: WebSocket, runtime: Runtime, sub: Subscription, after: int | None
+) -> None:
+    hub = runtime.hub
     try:
         last = hub.last_seq if after is None else after
         await websocket.send_json({"type": "hello", "last_seq": hub.last_seq})
@@ -54,7 +84,5 @@ async def alerts_live(
     except SubscriberLaggingError:
         with contextlib.suppress(RuntimeError):
             await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="resume with after")
-    except WebSocketDisconnect:
-        pass
-    finally:
-        hub.unsubscribe(sub)
+    except (WebSocketDisconnect, RuntimeError):
+        return

@@ -90,7 +90,12 @@ class AlertHub:
                     await self._catch_up(conn)
                     self.ready.set()
                     delay = 0.5
-                    async for _ in conn.notifies():
+                    while True:
+                        # The generator holds the connection while it waits, so reading the
+                        # table happens after it returns: on a notification, or after a
+                        # second as a safety net for one that was missed.
+                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            pass
                         await self._catch_up(conn)
             except psycopg.OperationalError as exc:
                 _LOG.warning(
