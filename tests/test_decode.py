@@ -19,9 +19,7 @@ TOPIC = "offsite/v1/gas/gas-0001/telemetry"
 
 
 def decode(payload: bytes, topic: str = TOPIC, limit: int = 4096) -> Decoded:
-    return decode_message(
-        topic, payload, DEVICES, NOW, max_payload_bytes=limit, max_readings=100
-    )
+    return decode_message(topic, payload, DEVICES, NOW, max_payload_bytes=limit, max_readings=100)
 
 
 def only_reason(result: Decoded) -> str:

@@ -14,7 +14,9 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def series(device: str, values: list[float], start: float = 0.0, step: float = 1.0) -> list[tuple[str, datetime, float]]:
+def series(
+    device: str, values: list[float], start: float = 0.0, step: float = 1.0
+) -> list[tuple[str, datetime, float]]:
     return [(device, at(start + i * step), v) for i, v in enumerate(values)]
 
 

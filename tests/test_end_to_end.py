@@ -34,7 +34,7 @@ async def clues_of(gw: RunningGateway, **params: str) -> list[dict[str, Any]]:
     return result
 
 
-async def next_alert(ws: websockets.ClientConnection, timeout: float = 10) -> dict[str, Any]:
+async def next_alert(ws: websockets.ClientConnection, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
     message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
     return message
 
@@ -57,7 +57,9 @@ async def test_mosquitto_pub_readings_are_stored_and_one_clue_is_pushed_live(
             assert alert["type"] == "clue.opened"
             clue = alert["clue"]
             assert (clue["rule"], clue["severity"], clue["device_id"]) == (
-                "gas.lel.level1", "orange", "gas-0003",
+                "gas.lel.level1",
+                "orange",
+                "gas-0003",
             )
             assert clue["department"] == "housing"
             assert clue["subject_id"] == "rest-liangpi-corner"
@@ -84,7 +86,8 @@ async def test_mosquitto_pub_readings_are_stored_and_one_clue_is_pushed_live(
             assert listed["case_id"] is None  # orange: no case by itself
 
             verify = (await gw.http.get(f"/api/v1/evidence/{listed['evidence_id']}/verify")).json()
-            assert verify["valid"] and verify["source_intact"]
+            assert verify["valid"]
+            assert verify["source_intact"]
             evidence = (await gw.http.get(f"/api/v1/evidence/{listed['evidence_id']}")).json()
             assert evidence["content"]["readings"][0][1] == 0  # from before the trigger on
             assert evidence["item_count"] == 16  # trigger at seq 0, fired at seq 15
@@ -120,9 +123,7 @@ async def test_sustained_leak_gives_one_clue_per_level_and_red_opens_one_case(
 
         # The same readings again (a device that re-sends its buffer): stored once, no clue.
         publish(broker.port, "offsite/v1/gas/gas-0002/telemetry", batches[:5])
-        await eventually(
-            lambda: _metric(gw, "offsite_readings_duplicate_total", 100.0), timeout=10
-        )
+        await eventually(lambda: _metric(gw, "offsite_readings_duplicate_total", 100.0), timeout=10)
         assert len(await clues_of(gw, device_id="gas-0002")) == 2
         response = await gw.http.get(
             "/api/v1/telemetry/gas-0002",
@@ -151,20 +152,28 @@ async def test_live_stream_resumes_after_a_reconnect_losing_nothing(
             last_seq = (await next_alert(ws))["last_seq"]
         # While no console is connected, three devices leak.
         for n, device in enumerate(("gas-0004", "gas-0005", "gas-0006")):
-            body = json.dumps([json.loads(gas_reading(base + n * 10 + i * 1000, i, 30.0)) for i in range(3)])
+            body = json.dumps(
+                [json.loads(gas_reading(base + n * 10 + i * 1000, i, 30.0)) for i in range(3)]
+            )
             publish(broker.port, f"offsite/v1/gas/{device}/telemetry", [body])
         await eventually(lambda: _count_clues(gw, 3))
         async with websockets.connect(gw.ws_url(after=last_seq)) as ws:
             assert (await next_alert(ws))["type"] == "hello"
             missed = [await next_alert(ws) for _ in range(3)]
-            assert sorted(a["clue"]["device_id"] for a in missed) == ["gas-0004", "gas-0005", "gas-0006"]
+            assert sorted(a["clue"]["device_id"] for a in missed) == [
+                "gas-0004",
+                "gas-0005",
+                "gas-0006",
+            ]
             seqs = [a["seq"] for a in missed]
             assert seqs == sorted(seqs)
             assert seqs[0] == last_seq + 1
             # ...and the stream goes on live after the replay
-            publish(broker.port, "offsite/v1/gas/gas-0007/telemetry", [
-                json.dumps([json.loads(gas_reading(base + i * 1000, i, 30.0)) for i in range(3)])
-            ])
+            publish(
+                broker.port,
+                "offsite/v1/gas/gas-0007/telemetry",
+                [json.dumps([json.loads(gas_reading(base + i * 1000, i, 30.0)) for i in range(3)])],
+            )
             live = await next_alert(ws)
             assert live["clue"]["device_id"] == "gas-0007"
             assert live["seq"] == seqs[-1] + 1

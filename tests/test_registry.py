@@ -1,0 +1,107 @@
+"""Registry files: validated whole, loaded in one transaction, versioned, reloadable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from offsite.cli import main
+from offsite.registry.store import RegistryError, demo_registry_path, load_registry, parse_registry
+
+SMALL = """
+version = "t-1"
+[[departments]]
+id = "housing"
+name = "Housing"
+[[departments]]
+id = "market"
+name = "Market"
+[[matters]]
+id = "gas-safety"
+name = "Gas"
+domain = "gas"
+lead_department = "housing"
+cooperating_departments = ["market"]
+legal_basis = ["GB/T 50493-2019"]
+object_type = "restaurants"
+inspection_method = "remote"
+[[subjects]]
+id = "r1"
+name = "Restaurant 1"
+kind = "enterprise"
+tags = ["restaurant"]
+risk_tier = "C"
+[[devices]]
+id = "g1"
+domain = "gas"
+kind = "gas_detector"
+subject_id = "r1"
+expected_interval_s = 0.5
+"""
+
+
+def test_demo_registry_is_valid() -> None:
+    registry = parse_registry(demo_registry_path().read_bytes(), "demo")
+    assert {m.id for m in registry.matters} >= {
+        "gas-safety",
+        "special-equipment",
+        "hazardous-chemicals",
+    }
+    for device in registry.devices:
+        assert registry.matter_for(device).domain == device.domain
+
+
+def test_every_problem_is_named_at_once() -> None:
+    broken = SMALL.replace('lead_department = "housing"', 'lead_department = "police"').replace(
+        'subject_id = "r1"', 'subject_id = "r9"'
+    )
+    with pytest.raises(RegistryError) as error:
+        parse_registry(broken.encode(), "broken.toml")
+    text = str(error.value)
+    assert "unknown department 'police'" in text
+    assert "device 'g1' names unknown subject 'r9'" in text
+    with pytest.raises(RegistryError, match="kind 'elevator' does not belong to domain 'gas'"):
+        parse_registry(SMALL.replace('kind = "gas_detector"', 'kind = "elevator"').encode(), "x")
+    with pytest.raises(RegistryError, match="not a TOML file"):
+        parse_registry(b"version = ", "x.toml")
+    with pytest.raises(RegistryError, match="Extra inputs are not permitted"):
+        parse_registry(
+            SMALL.replace('name = "Housing"', 'name = "Housing"\ncolour = "red"').encode(), "x"
+        )
+
+
+def test_load_is_idempotent_and_absent_entries_become_inactive(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    with psycopg.connect(database_url) as conn:
+        first = load_registry(conn, path)
+        second = load_registry(conn, path)
+        assert first == second
+        assert (first.version, first.devices, first.subjects) == ("t-1", 1, 1)
+        active = conn.execute("SELECT id FROM devices WHERE active ORDER BY id").fetchall()
+        assert active == [("g1",)]
+        inactive = conn.execute("SELECT count(*) FROM devices WHERE NOT active").fetchone()
+        assert inactive == (23,)  # the demo devices loaded before
+        loads = conn.execute("SELECT version, sha256 FROM registry_loads ORDER BY id").fetchall()
+        assert [v for v, _ in loads] == ["demo-2026.11", "t-1", "t-1"]
+        assert loads[1][1] == first.sha256
+
+
+def test_cli_loads_a_registry(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    monkeypatch.setenv("OFFSITE_DATABASE_URL", database_url)
+    assert main(["registry", "load", str(path)]) == 0
+    assert "registry t-1 loaded" in capsys.readouterr().out
+    path.write_text(SMALL.replace('id = "r1"', 'id = "r1"\nbogus = 1'))
+    assert main(["registry", "load", str(path)]) == 1
+    assert "Extra inputs are not permitted" in capsys.readouterr().err
