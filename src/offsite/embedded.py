@@ -66,7 +66,8 @@ def mosquitto_config(port: int, data_dir: Path, extra: str = "") -> str:
     """The project's configuration, on a loopback port, persisting under data_dir."""
     text = project_mosquitto_conf()
     text = re.sub(r"(?m)^listener .*$", f"listener {port} 127.0.0.1", text)
-    return f"{text}\npersistence_location {data_dir}/\n{extra}"
+    text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", text)
+    return f"{text}\n{extra}"
 
 
 def find_mosquitto() -> str | None:
