@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
+from offsite.gateway.errors import GatewayError
 from offsite.ingest.errors import IngestError
 from offsite.ingest.schema import migrate
 from offsite.registry.store import RegistryError, demo_registry_path, load_registry
@@ -253,7 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(settings, args))
     except ValidationError as exc:
         print(f"offsite: invalid settings:\n{exc}", file=sys.stderr)
-    except (EmbeddedError, IngestError, RegistryError, psycopg.OperationalError) as exc:
+    except (
+        EmbeddedError,
+        GatewayError,
+        IngestError,
+        RegistryError,
+        psycopg.OperationalError,
+    ) as exc:
         print(f"offsite: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+
+# `*_created` series double the output and say nothing a scraper needs here.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -47,8 +50,10 @@ class Metrics:
         self.findings = Counter(
             "offsite_findings", "detector findings", ["rule", "phase"], registry=self.registry
         )
-        self.alerts_sent = Counter(
-            "offsite_alerts_sent", "alerts pushed to live clients", registry=self.registry
+        self.alerts_sent = Gauge(
+            "offsite_alerts_sent_total",
+            "alerts pushed to live clients since start",
+            registry=self.registry,
         )
         self.backlog = Gauge(
             "offsite_ingest_backlog",

@@ -149,7 +149,7 @@ class Runtime:
         settings = self.settings
         while True:
             batch = await gateway.get_batch(settings.ingest_batch_messages)
-            self.metrics.backlog.set(0)
+            self.metrics.backlog.set(gateway.backlog)
             now = datetime.now(UTC)
             gas: list[tuple[str, GasReading]] = []
             refusals: list[Refusal] = []

@@ -55,6 +55,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         rt: Runtime = request.app.state.runtime
+        rt.metrics.mqtt_connected.set(1 if rt.gateway is not None and rt.gateway.connected else 0)
+        rt.metrics.alerts_sent.set(rt.hub.sent)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

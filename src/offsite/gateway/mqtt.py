@@ -94,6 +94,11 @@ class MqttGateway:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken by the writer."""
+        return len(self._queue)
+
     def topics(self) -> list[str]:
         group = self._options.shared_group
         return [f"$share/{group}/{t}" if group else t for t in SUBSCRIPTIONS]
