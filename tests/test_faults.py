@@ -65,7 +65,9 @@ async def test_gateway_reconnects_after_a_broker_restart_and_resumes(
 
 async def _points(gw: Any, n: int) -> bool:
     page = (
-        await gw.http.get("/api/v1/telemetry/gas-0001", params={"from": "2000-01-01T00:00:00Z"})
+        await gw.http.get(
+            "/api/v1/telemetry/gas-0001", params={"from": "2000-01-01T00:00:00Z", "bucket": "raw"}
+        )
     ).json()
     return len(page["points"]) == n
 

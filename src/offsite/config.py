@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     storage: Literal["auto", "timescaledb", "postgres"] = Field(
         "auto", description="auto: TimescaleDB when the extension can be created"
     )
+    retention_days: int = Field(
+        400, ge=1, description="raw telemetry kept this long; rollups longer (x4, x20)"
+    )
     data_dir: Path = Field(Path(".offsite"), description="embedded services keep data here")
 
     max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger payloads quarantined")

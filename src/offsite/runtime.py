@@ -192,7 +192,7 @@ class Runtime:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    result = await write_batch(conn, gas, now, refusals, statuses)
+                    result = await write_batch(conn, self.flavour, gas, now, refusals, statuses)
             except (psycopg.OperationalError, TimeoutError) as exc:
                 self.metrics.write_errors.labels("unavailable").inc()
                 _LOG.warning("database unavailable (%s); batch held, retry in %.1f s", exc, delay)
@@ -275,7 +275,8 @@ class Runtime:
                 await asyncio.sleep(2.0)
 
     async def _partition_loop(self) -> None:
-        """Plain PostgreSQL: keep daily partitions ready ahead of the data."""
+        """Partitions ready ahead of the data (plain PostgreSQL), retention applied."""
+        keep = timedelta(days=self.settings.retention_days)
         while True:
             try:
                 async with self.pool.connection() as conn:
@@ -283,6 +284,7 @@ class Runtime:
                         "SELECT offsite_ensure_partitions('telemetry_gas',"
                         " current_date - 1, current_date + 3)"
                     )
+                    await conn.execute("SELECT offsite_apply_retention(%s)", (keep,))
             except psycopg.Error as exc:
-                _LOG.warning("partition maintenance failed: %s", exc)
+                _LOG.warning("storage maintenance failed: %s", exc)
             await asyncio.sleep(3600)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Public(BaseModel):
@@ -67,10 +67,23 @@ class GasPoint(_Public):
     received_at: datetime
 
 
+class GasBucket(_Public):
+    bucket: datetime
+    readings: int
+    lel_avg: float
+    lel_min: float
+    lel_max: float
+    co_max: float | None
+
+
 class TelemetryPage(_Public):
     device_id: str
     domain: str
-    points: list[GasPoint]
+    bucket: Literal["raw", "1m", "1h"]
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    points: list[GasPoint] = Field(description="raw readings, when bucket is raw")
+    buckets: list[GasBucket] = Field(description="rollups, when bucket is 1m or 1h")
 
 
 class QuarantinePublic(_Public):

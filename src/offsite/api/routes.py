@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 import psycopg
 import psycopg.rows
@@ -16,6 +16,7 @@ from offsite.api.auth import Caller
 from offsite.api.models import (
     DepartmentPublic,
     DevicePublic,
+    GasBucket,
     GasPoint,
     MatterPublic,
     QuarantinePublic,
@@ -105,37 +106,76 @@ async def device(db: Db, _: Caller, device_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-@router.get("/telemetry/{device_id}", response_model=TelemetryPage, tags=["telemetry"])
+# `bucket=auto`: the finest resolution that keeps a range near the default 1000 points.
+_AUTO_RAW = timedelta(hours=1)
+_AUTO_1M = timedelta(hours=16)
+
+
+@router.get(
+    "/telemetry/{device_id}",
+    response_model=TelemetryPage,
+    response_model_by_alias=True,
+    tags=["telemetry"],
+)
 async def telemetry(
     db: Db,
     _: Caller,
     device_id: str,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
+    bucket: Annotated[Literal["auto", "raw", "1m", "1h"], Query()] = "auto",
     limit: Limit = 1000,
-) -> dict[str, Any]:
-    """Readings of one device, newest last; default: the last hour."""
+) -> TelemetryPage:
+    """Readings of one device, oldest first; default: the last hour. Long ranges read the
+    1-minute or 1-hour rollups (`bucket=auto` picks by the length of the range)."""
     rows = await _rows(db, "SELECT domain FROM devices WHERE id = %s", device_id)
     if not rows:
         raise HTTPException(404, f"no device {device_id!r}")
     domain = rows[0]["domain"]
-    if domain != "gas":
-        return {"device_id": device_id, "domain": domain, "points": []}
-    end = to or datetime.now().astimezone()
+    end = to or datetime.now(UTC)
     start = from_ or end - timedelta(hours=1)
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "from and to must carry a UTC offset")
-    points = await _rows(
-        db,
-        "SELECT * FROM (SELECT time AS ts, seq, lel_pct, co_ppm, valve, fault, received_at"
-        " FROM telemetry_gas WHERE device_id = %s AND time >= %s AND time <= %s"
-        " ORDER BY time DESC, seq DESC LIMIT %s) t ORDER BY ts, seq",
-        device_id,
-        start,
-        end,
-        limit,
+    if start > end:
+        raise HTTPException(422, "from is after to")
+    if bucket == "auto":
+        span = end - start
+        bucket = "raw" if span <= _AUTO_RAW else "1m" if span <= _AUTO_1M else "1h"
+    page = TelemetryPage(
+        device_id=device_id,
+        domain=domain,
+        bucket=bucket,
+        from_=start,
+        to=end,
+        points=[],
+        buckets=[],
     )
-    return {"device_id": device_id, "domain": domain, "points": [GasPoint(**p) for p in points]}
+    if domain != "gas":
+        return page
+    if bucket == "raw":
+        points = await _rows(
+            db,
+            "SELECT * FROM (SELECT time AS ts, seq, lel_pct, co_ppm, valve, fault, received_at"
+            " FROM telemetry_gas WHERE device_id = %s AND time >= %s AND time <= %s"
+            " ORDER BY time DESC, seq DESC LIMIT %s) t ORDER BY ts, seq",
+            device_id,
+            start,
+            end,
+            limit,
+        )
+        return page.model_copy(update={"points": [GasPoint(**p) for p in points]})
+    relation = sql.Identifier(f"telemetry_gas_{bucket}")
+    async with db.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        await cur.execute(
+            sql.SQL(
+                "SELECT * FROM (SELECT bucket, readings, lel_avg, lel_min, lel_max, co_max"
+                " FROM {} WHERE device_id = %s AND bucket >= %s AND bucket <= %s"
+                " ORDER BY bucket DESC LIMIT %s) t ORDER BY bucket"
+            ).format(relation),
+            (device_id, start, end, limit),
+        )
+        buckets = [GasBucket(**r) for r in await cur.fetchall()]
+    return page.model_copy(update={"buckets": buckets})
 
 
 @router.get("/clues", response_model=list[CluePublic], tags=["clues"])

@@ -11,6 +11,7 @@ import psycopg
 
 from offsite.gateway.decode import Refusal
 from offsite.gateway.payloads import DeviceStatus, GasReading
+from offsite.ingest.schema import Flavour
 
 _COLUMNS = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
 # The staging table lives as long as the connection and empties at each commit.
@@ -20,9 +21,42 @@ _CREATE_STAGE = (
 )
 _COPY = f"COPY telemetry_gas_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _TYPES = ["timestamptz", "text", "int8", "float4", "float4", "text", "text", "timestamptz"]
-_MERGE = (
+_INSERT = (
     f"INSERT INTO telemetry_gas ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_gas_stage"  # noqa: S608 - constants
     " ON CONFLICT DO NOTHING"
+)
+
+
+def _rollup(name: str, width: str) -> str:
+    """Add the readings a batch inserted to one accumulator table (plain PostgreSQL).
+    Rows go in key order so that concurrent workers cannot deadlock on them."""
+    return (
+        f" rollup_{name} AS (INSERT INTO telemetry_gas_{name}_acc AS a"  # noqa: S608 - constants
+        " (device_id, bucket, readings, lel_sum, lel_min, lel_max, co_max)"
+        f" SELECT device_id, date_bin('{width}', time, TIMESTAMPTZ '2000-01-01'), count(*),"
+        " sum(lel_pct), min(lel_pct), max(lel_pct), max(co_ppm) FROM inserted"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+        " ON CONFLICT (device_id, bucket) DO UPDATE SET readings = a.readings + excluded.readings,"
+        " lel_sum = a.lel_sum + excluded.lel_sum, lel_min = least(a.lel_min, excluded.lel_min),"
+        " lel_max = greatest(a.lel_max, excluded.lel_max),"
+        " co_max = greatest(a.co_max, excluded.co_max))"
+    )
+
+
+# TimescaleDB keeps its rollups itself (continuous aggregates).
+_MERGE_TIMESCALEDB = _INSERT
+_RETURNING = " RETURNING time, device_id, lel_pct, co_ppm"
+_MERGE_POSTGRES = "".join(
+    (
+        "WITH inserted AS (",
+        _INSERT,
+        _RETURNING,
+        "),",
+        _rollup("1m", "1 minute"),
+        ",",
+        _rollup("1h", "1 hour"),
+        " SELECT count(*) FROM inserted",
+    )
 )
 _STATUS = (
     "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
@@ -50,6 +84,7 @@ class StatusChange:
 
 async def write_batch(
     conn: psycopg.AsyncConnection[Any],
+    flavour: Flavour,
     gas: Sequence[tuple[str, GasReading]],
     received_at: datetime,
     refusals: Sequence[Refusal],
@@ -67,8 +102,13 @@ async def write_batch(
                     await copy.write_row(
                         (r.ts, device_id, r.seq, r.lel_pct, r.co_ppm, r.valve, r.fault, received_at)
                     )
-            cur = await conn.execute(_MERGE)
-            stored = cur.rowcount
+            if flavour == "timescaledb":
+                cur = await conn.execute(_MERGE_TIMESCALEDB)
+                stored = cur.rowcount
+            else:
+                cur = await conn.execute(_MERGE_POSTGRES)
+                row = await cur.fetchone()
+                stored = int(row[0]) if row else 0
             await conn.execute(_STATUS)
         if refusals:
             async with conn.cursor() as cur:
