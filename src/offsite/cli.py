@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import subprocess
@@ -195,6 +196,25 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
+
+    total = int(args.devices * args.rate * args.duration)
+    options = BenchOptions(
+        devices=args.devices,
+        rate=args.rate,
+        duration=args.duration,
+        readings_per_message=args.readings_per_message,
+        qos=args.qos,
+        publishers=args.publishers,
+        database_url=_database_url(settings),
+        limit_messages=args.limit_messages or max(1000, min(total, 300_000)),
+    )
+    result = run_ingest_bench(options)
+    print(json.dumps(result, indent=2))
+    return 0 if result["sustained"]["lost"] == 0 else 3
+
+
 def _positive(kind: type[float] | type[int]) -> object:
     def parse(text: str) -> float | int:
         value = kind(text)
@@ -239,6 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     gas.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     gas.add_argument("--mqtt-url", default=None)
     gas.set_defaults(func=cmd_simulate_gas)
+    bench = sub.add_parser("bench", help="benchmarks that print JSON figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    ingest = bench_sub.add_parser(
+        "ingest", help="MQTT to database through offsite, against this machine's limits"
+    )
+    ingest.add_argument("--devices", type=_positive(int), default=1000)  # type: ignore[arg-type]
+    ingest.add_argument("--rate", type=_positive(float), default=10.0, help="msgs/s/device")  # type: ignore[arg-type]
+    ingest.add_argument("--duration", type=_positive(float), default=20.0, help="seconds")  # type: ignore[arg-type]
+    ingest.add_argument("--readings-per-message", type=_positive(int), default=1)  # type: ignore[arg-type]
+    ingest.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    ingest.add_argument("--publishers", type=_positive(int), default=2, help="processes")  # type: ignore[arg-type]
+    ingest.add_argument(
+        "--limit-messages",
+        type=int,
+        default=0,
+        help="messages for the limit measurements (default: as many as the run, <= 300k)",
+    )
+    ingest.set_defaults(func=cmd_bench_ingest)
     return parser
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import re
 import shutil
 import socket
@@ -83,12 +82,9 @@ def start_mosquitto(port: int, data_dir: Path, extra: str = "") -> subprocess.Po
         raise EmbeddedError("mosquitto is not installed")
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        # Started as root, mosquitto drops to its own user, which must own its data.
-        try:
-            owner = pwd.getpwnam("mosquitto")
-            os.chown(data_dir, owner.pw_uid, owner.pw_gid)
-        except KeyError:
-            extra = f"user root\n{extra}"
+        # Started as root, mosquitto would drop to its own user, which may not reach a
+        # private temporary directory: this broker is ours, it keeps our user.
+        extra = f"user root\n{extra}"
     conf = data_dir / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, data_dir, extra))
     log = (data_dir / "mosquitto.log").open("ab")

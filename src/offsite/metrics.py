@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
+from offsite.latency import LatencyHistogram
+
 # `*_created` series double the output and say nothing a scraper needs here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -60,6 +62,11 @@ class Metrics:
             "messages waiting between MQTT and the writer",
             registry=self.registry,
         )
+        self.commit_latency = LatencyHistogram(
+            "offsite_ingest_commit_latency_seconds",
+            "from a message's first reading (device time) to the commit that stored it",
+        )
+        self.registry.register(self.commit_latency)
         self.mqtt_connected = Gauge(
             "offsite_mqtt_connected", "1 while connected to the broker", registry=self.registry
         )

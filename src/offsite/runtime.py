@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -154,13 +156,21 @@ class Runtime:
             gas: list[tuple[str, GasReading]] = []
             refusals: list[Refusal] = []
             statuses: list[StatusChange] = []
+            firsts: list[float] = []  # device time of each message's first reading
+            channels = Counter(item.topic.rsplit("/", 1)[-1] for item in batch)
+            for channel, count in channels.items():
+                self.metrics.messages.labels(channel).inc(count)
             for item in batch:
                 decoded = self._decode(item, now)
+                if decoded.gas:
+                    firsts.append(decoded.gas[0][1].ts.timestamp())
                 gas.extend(decoded.gas)
                 refusals.extend(decoded.refusals)
                 if decoded.status is not None:
                     statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
             result = await self._write_until_committed(gas, now, refusals, statuses)
+            committed = time.time()
+            self.metrics.commit_latency.observe_many([committed - t for t in firsts])
             self.metrics.acked.inc(gateway.ack(batch))
             self.metrics.readings_stored.labels("gas").inc(result[0])
             self.metrics.readings_duplicate.labels("gas").inc(result[1])
@@ -168,8 +178,6 @@ class Runtime:
             await self._detect(gas, now)
 
     def _decode(self, item: Inbound, now: datetime) -> Decoded:
-        channel = item.topic.rsplit("/", 1)[-1]
-        self.metrics.messages.labels(channel).inc()
         return decode_message(
             item.topic,
             item.payload,

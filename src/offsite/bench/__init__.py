@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures, measured against this machine's own limits."""

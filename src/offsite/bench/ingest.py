@@ -1,0 +1,512 @@
+"""`offsite bench ingest`: device load through the real broker into the real database.
+
+Phases, in one run on one machine:
+1. limits of this machine for the same data: the broker's delivery rate to a subscriber that
+   does nothing, and PostgreSQL's COPY rate for the same rows into the same table;
+2. sustained ingest: publishers in separate processes at the asked rate, through `offsite
+   run` (a separate process), until every reading is stored or quarantined;
+3. publish-to-alert latency: probes that fire a clue, timed until the alert arrives on
+   `/api/v1/alerts/live`, while background load runs at half the sustained rate.
+CPU seconds of gateway, broker and database are taken over phase 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+import psycopg
+from psycopg import sql
+
+from offsite.bench.wire import Publisher, Subscriber
+from offsite.embedded import free_port, start_mosquitto
+from offsite.ingest.schema import migrate
+from offsite.latency import quantile_from_buckets
+from offsite.registry.store import load_registry
+
+TOKEN = "bench-token-" + "x" * 20
+_PROBES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    devices: int
+    rate: float  # messages per second per device
+    duration: float
+    readings_per_message: int
+    qos: int
+    publishers: int
+    database_url: str
+    limit_messages: int
+
+
+def _device_ids(n: int) -> list[str]:
+    return [f"bench-{i:06d}" for i in range(n)]
+
+
+def _registry_toml(devices: list[str], probes: list[str]) -> str:
+    lines = [
+        'version = "bench"',
+        '[[departments]]\nid = "housing"\nname = "Housing"',
+        '[[matters]]\nid = "gas-safety"\nname = "Gas"\ndomain = "gas"\n'
+        'lead_department = "housing"\nlegal_basis = ["GB/T 50493-2019"]\n'
+        'object_type = "sites"\ninspection_method = "remote"',
+        '[[subjects]]\nid = "bench-site"\nname = "Bench site"\nkind = "site"',
+    ]
+    for device in devices + probes:
+        lines.append(
+            f'[[devices]]\nid = "{device}"\ndomain = "gas"\nkind = "gas_detector"\n'
+            'subject_id = "bench-site"\nexpected_interval_s = 3600'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _message(device: str, seq0: int, k: int, ts_ms: int) -> bytes:
+    if k == 1:
+        return b'{"ts":%d,"seq":%d,"lel_pct":%.1f}' % (ts_ms, seq0, (seq0 % 50) / 10)
+    body = ",".join(
+        f'{{"ts":{ts_ms},"seq":{seq0 + j},"lel_pct":{((seq0 + j) % 50) / 10:.1f}}}'
+        for j in range(k)
+    )
+    return ("[" + body + "]").encode()
+
+
+def _publisher_main(
+    host: str,
+    port: int,
+    index: int,
+    devices: list[str],
+    prefix: str,
+    msg_rate: float,
+    duration: float,
+    k: int,
+    qos: int,
+    count_limit: int | None,
+    out: Any,
+) -> None:
+    """One publishing process: round-robin over its devices, paced in 10 ms ticks."""
+    pub = Publisher(host, port, f"bench-pub-{index}-{uuid.uuid4().hex[:6]}", qos)
+    topics = [f"{prefix}/{d}/telemetry".encode() for d in devices]
+    seqs = [0] * len(devices)
+    sent = 0
+    next_device = 0
+    started = time.monotonic()
+    tick = 0.01
+    while True:
+        elapsed = time.monotonic() - started
+        if count_limit is None:
+            if elapsed >= duration:
+                break
+            due = int(min(elapsed + tick, duration) * msg_rate) - sent
+        else:
+            if sent >= count_limit:
+                break
+            due = min(5000, count_limit - sent)
+        if due > 0:
+            ts_ms = int(time.time() * 1000)
+            batch = []
+            for _ in range(due):
+                d = next_device
+                next_device = (next_device + 1) % len(devices)
+                batch.append((topics[d], _message(devices[d], seqs[d], k, ts_ms)))
+                seqs[d] += k
+            pub.send(batch)
+            sent += due
+        if count_limit is None:
+            sleep = started + (int(elapsed / tick) + 1) * tick - time.monotonic()
+            if sleep > 0:
+                time.sleep(sleep)
+    if qos:
+        pub.drain()
+    pub.close()
+    out.put({"index": index, "messages": sent, "elapsed": time.monotonic() - started})
+
+
+def _subscriber_main(host: str, port: int, topic: str, qos: int, expected: int, out: Any) -> None:
+    sub = Subscriber(host, port, f"bench-sub-{uuid.uuid4().hex[:6]}", topic, qos)
+    out.put("ready")
+    count, first, last = sub.count(expected, idle_timeout_s=10.0)
+    sub.close()
+    out.put({"messages": count, "seconds": last - first})
+
+
+def _run_publishers(
+    port: int,
+    devices: list[str],
+    prefix: str,
+    total_rate: float,
+    duration: float,
+    k: int,
+    qos: int,
+    processes: int,
+    count: int | None = None,
+) -> tuple[list[BaseProcess], Any]:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs: list[BaseProcess] = []
+    for i in range(processes):
+        share = devices[i::processes]
+        limit = None if count is None else count // processes + (1 if i < count % processes else 0)
+        proc = ctx.Process(
+            target=_publisher_main,
+            args=(
+                "127.0.0.1",
+                port,
+                i,
+                share,
+                prefix,
+                total_rate / processes,
+                duration,
+                k,
+                qos,
+                limit,
+                results,
+            ),
+        )
+        proc.start()
+        procs.append(proc)
+    return procs, results
+
+
+def _collect(procs: list[BaseProcess], results: Any) -> int:
+    total = 0
+    for _ in procs:
+        total += int(results.get(timeout=600)["messages"])
+    for proc in procs:
+        proc.join(30)
+    return total
+
+
+def measure_broker_limit(port: int, devices: list[str], opts: BenchOptions) -> dict[str, float]:
+    """Messages/s the broker delivers to a subscriber that only counts and acknowledges."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    n = opts.limit_messages
+    sub = ctx.Process(
+        target=_subscriber_main, args=("127.0.0.1", port, "limit/+/telemetry", opts.qos, n, out)
+    )
+    sub.start()
+    assert out.get(timeout=30) == "ready"
+    time.sleep(0.2)
+    procs, results = _run_publishers(
+        port, devices, "limit", 0, 0, opts.readings_per_message, opts.qos, opts.publishers, n
+    )
+    published = _collect(procs, results)
+    received = out.get(timeout=600)
+    sub.join(30)
+    seconds = max(received["seconds"], 1e-9)
+    return {
+        "messages": published,
+        "delivered": received["messages"],
+        "messages_per_s": received["messages"] / seconds,
+        "readings_per_s": received["messages"] * opts.readings_per_message / seconds,
+    }
+
+
+def measure_copy_limit(url: str, rows: int, devices: list[str]) -> dict[str, float]:
+    """Rows/s of binary COPY of the same rows into the same table (indexes included), in
+    batches like the gateway's, committed each."""
+    now = datetime.now(UTC)
+    batch = 5000
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        written = 0
+        while written < rows:
+            n = min(batch, rows - written)
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY telemetry_gas (time, device_id, seq, lel_pct, co_ppm, valve, fault,"
+                    " received_at) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(
+                    [
+                        "timestamptz",
+                        "text",
+                        "int8",
+                        "float4",
+                        "float4",
+                        "text",
+                        "text",
+                        "timestamptz",
+                    ]
+                )
+                for i in range(written, written + n):
+                    copy.write_row(
+                        (now, devices[i % len(devices)], 10_000_000 + i, 1.0, None, None, None, now)
+                    )
+            conn.commit()
+            written += n
+        seconds = time.perf_counter() - started
+        conn.execute("TRUNCATE telemetry_gas")
+        if conn.execute("SELECT to_regclass('telemetry_gas_1m_acc')").fetchone() != (None,):
+            conn.execute("TRUNCATE telemetry_gas_1m_acc, telemetry_gas_1h_acc")
+        conn.commit()
+    return {"rows": rows, "rows_per_s": rows / seconds}
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")
+    ]
+
+
+def _counts(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        stored = conn.execute("SELECT count(*) FROM telemetry_gas").fetchone()
+        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()
+    return int(stored[0]) if stored else 0, int(quarantined[0]) if quarantined else 0
+
+
+def _latency_from_metrics(text: str, name: str) -> dict[str, float | None]:
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    return {
+        "p50_ms": _ms(quantile_from_buckets(buckets, 0.5)),
+        "p99_ms": _ms(quantile_from_buckets(buckets, 0.99)),
+    }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+@contextlib.contextmanager
+def _bench_database(admin_url: str) -> Iterator[str]:
+    name = f"offsite_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def _gateway(url: str, port: int, http_port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = os.environ | {
+        "OFFSITE_DATABASE_URL": url,
+        "OFFSITE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "OFFSITE_HTTP_PORT": str(http_port),
+        "OFFSITE_BOOTSTRAP_TOKEN": TOKEN,
+        "OFFSITE_MQTT_CLIENT_ID": "bench-gateway",
+    }
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offsite.cli", "run"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "duty console at" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _alert_latency(
+    http_port: int, broker_port: int, probes: list[str]
+) -> dict[str, float | int | None]:
+    """Each probe device sends two readings at 60 %LEL, 20 s apart in device time: the
+    second one fires (confirmation 15 s). Timed from its publish to the pushed alert."""
+    import websockets  # noqa: PLC0415 - part of uvicorn[standard]
+
+    url = f"ws://127.0.0.1:{http_port}/api/v1/alerts/live?token={TOKEN}"
+    pub = Publisher("127.0.0.1", broker_port, f"bench-probe-{uuid.uuid4().hex[:6]}", 1, 100)
+    latencies: list[float] = []
+    async with websockets.connect(url) as ws:
+        await ws.recv()  # hello
+        for device in probes:
+            now_ms = int(time.time() * 1000)
+            topic = f"offsite/v1/gas/{device}/telemetry".encode()
+            pub.send([(topic, b'{"ts":%d,"seq":1,"lel_pct":60.0}' % (now_ms - 20_000))])
+            await asyncio.sleep(0.05)
+            sent = time.perf_counter()
+            pub.send([(topic, b'{"ts":%d,"seq":2,"lel_pct":60.0}' % now_ms)])
+            deadline = sent + 10
+            while time.perf_counter() < deadline:
+                message = json.loads(
+                    await asyncio.wait_for(ws.recv(), deadline - time.perf_counter())
+                )
+                if message.get("type") == "clue.opened" and message["clue"]["device_id"] == device:
+                    latencies.append(time.perf_counter() - sent)
+                    break
+            await asyncio.sleep(0.1)
+    pub.drain()
+    pub.close()
+    if not latencies:
+        return {"probes": len(probes), "alerts": 0, "p50_ms": None, "p99_ms": None}
+    ordered = sorted(latencies)
+    return {
+        "probes": len(probes),
+        "alerts": len(latencies),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
+
+
+def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
+    devices = _device_ids(opts.devices)
+    probes = [f"probe-{i:03d}" for i in range(_PROBES)]
+    result: dict[str, Any] = {
+        "options": {
+            "devices": opts.devices,
+            "rate_per_device": opts.rate,
+            "duration_s": opts.duration,
+            "readings_per_message": opts.readings_per_message,
+            "qos": opts.qos,
+            "publisher_processes": opts.publishers,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="offsite-bench-") as tmp_dir,
+        _bench_database(opts.database_url) as url,
+    ):
+        tmp = Path(tmp_dir)
+        migrate(url, "auto")
+        registry = tmp / "registry.toml"
+        registry.write_text(_registry_toml(devices, probes))
+        with psycopg.connect(url) as conn:
+            load_registry(conn, registry)
+        port = free_port()
+        broker = start_mosquitto(port, tmp / "mosquitto")
+        try:
+            result["limits"] = {
+                "broker_delivery": measure_broker_limit(port, devices, opts),
+                "postgres_copy": measure_copy_limit(
+                    url, opts.limit_messages * opts.readings_per_message, devices
+                ),
+            }
+            http_port = free_port()
+            with _gateway(url, port, http_port, tmp / "gateway.log") as gateway:
+                result["sustained"] = _sustained(
+                    url, port, http_port, devices, opts, gateway, broker
+                )
+                half = result["sustained"]["messages_per_s"] / 2
+                procs, results = _run_publishers(
+                    port,
+                    devices,
+                    "offsite/v1/gas",
+                    half,
+                    8.0 + _PROBES * 0.25,
+                    opts.readings_per_message,
+                    opts.qos,
+                    opts.publishers,
+                )
+                time.sleep(1.0)
+                alert = asyncio.run(_alert_latency(http_port, port, probes))
+                alert["background_messages_per_s"] = round(half, 1)
+                _collect(procs, results)
+                result["publish_to_alert"] = alert
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    limits = result["limits"]
+    lower = min(limits["broker_delivery"]["readings_per_s"], limits["postgres_copy"]["rows_per_s"])
+    result["ratio_to_lower_limit"] = round(result["sustained"]["readings_per_s"] / lower, 3)
+    return result
+
+
+def _sustained(
+    url: str,
+    port: int,
+    http_port: int,
+    devices: list[str],
+    opts: BenchOptions,
+    gateway: subprocess.Popen[bytes],
+    broker: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    watched_gateway = [psutil.Process(gateway.pid)]
+    watched_broker = [psutil.Process(broker.pid)]
+    watched_db = _postgres_processes()
+    cpu_before = (_cpu(watched_gateway), _cpu(watched_broker), _cpu(watched_db))
+    started = time.monotonic()
+    procs, results = _run_publishers(
+        port,
+        devices,
+        "offsite/v1/gas",
+        opts.devices * opts.rate,
+        opts.duration,
+        opts.readings_per_message,
+        opts.qos,
+        opts.publishers,
+    )
+    messages = _collect(procs, results)
+    published_at = time.monotonic()
+    readings = messages * opts.readings_per_message
+    stored = quarantined = 0
+    drained_at = published_at
+    last_change = time.monotonic()
+    while time.monotonic() - last_change < 15:
+        counts = _counts(url)
+        if counts != (stored, quarantined):
+            stored, quarantined = counts
+            drained_at = last_change = time.monotonic()
+        if stored + quarantined >= readings:
+            break
+        time.sleep(0.05)
+    cpu_after = (_cpu(watched_gateway), _cpu(watched_broker), _cpu(watched_db))
+    seconds = drained_at - started
+    metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+    return {
+        "messages_published": messages,
+        "readings_published": readings,
+        "readings_stored": stored,
+        "readings_quarantined": quarantined,
+        "lost": readings - stored - quarantined,
+        "seconds": round(seconds, 3),
+        "publish_seconds": round(published_at - started, 3),
+        "messages_per_s": round(messages / seconds, 1),
+        "readings_per_s": round(readings / seconds, 1),
+        "publish_to_commit": _latency_from_metrics(
+            metrics, "offsite_ingest_commit_latency_seconds"
+        ),
+        "cpu_seconds": {
+            "gateway": round(cpu_after[0] - cpu_before[0], 2),
+            "broker": round(cpu_after[1] - cpu_before[1], 2),
+            "database": round(cpu_after[2] - cpu_before[2], 2),
+        },
+    }
