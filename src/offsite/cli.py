@@ -209,6 +209,7 @@ def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
         publishers=args.publishers,
         database_url=_database_url(settings),
         limit_messages=args.limit_messages or max(1000, min(total, 300_000)),
+        probes=args.probes,
     )
     result = run_ingest_bench(options)
     print(json.dumps(result, indent=2))
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="messages for the limit measurements (default: as many as the run, <= 300k)",
     )
+    ingest.add_argument("--probes", type=_positive(int), default=40, help="alert probes")  # type: ignore[arg-type]
     ingest.set_defaults(func=cmd_bench_ingest)
     return parser
 

@@ -44,7 +44,6 @@ from offsite.latency import quantile_from_buckets
 from offsite.registry.store import load_registry
 
 TOKEN = "bench-token-" + "x" * 20
-_PROBES = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +56,7 @@ class BenchOptions:
     publishers: int
     database_url: str
     limit_messages: int
+    probes: int = 40
 
 
 def _device_ids(n: int) -> list[str]:
@@ -389,7 +389,7 @@ async def _alert_latency(
 
 def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
     devices = _device_ids(opts.devices)
-    probes = [f"probe-{i:03d}" for i in range(_PROBES)]
+    probes = [f"probe-{i:03d}" for i in range(opts.probes)]
     result: dict[str, Any] = {
         "options": {
             "devices": opts.devices,
@@ -431,7 +431,7 @@ def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
                     devices,
                     "offsite/v1/gas",
                     half,
-                    8.0 + _PROBES * 0.25,
+                    2.0 + opts.probes * 0.25,
                     opts.readings_per_message,
                     opts.qos,
                     opts.publishers,
