@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         3.0, gt=1, description="a device is silent after this many expected intervals"
     )
     silent_sweep_s: float = Field(5.0, gt=0)
+    checkpoint_s: float = Field(
+        2.0, gt=0, description="detector state is checkpointed this often (and at stop)"
+    )
 
     @field_validator("database_url")
     @classmethod

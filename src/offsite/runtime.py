@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework.alerts import AlertHub
@@ -62,6 +63,7 @@ class Runtime:
         self.silence = SilenceDetector(settings.silent_after_intervals)
         self.casework = Casework(self.pool, timedelta(seconds=settings.evidence_before_s))
         self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
+        self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = datetime.now(UTC)
@@ -97,6 +99,7 @@ class Runtime:
             self._spawn(self._silence_loop(), "silence")
             self._spawn(self._registry_listener(), "registry-listener")
             self._spawn(self._partition_loop(), "partitions")
+            self._spawn(self._checkpoint_loop(), "checkpoints")
         except BaseException:
             await self.close()
             raise
@@ -115,6 +118,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            await asyncio.wait_for(self.checkpoint(), 5)
         await self.pool.close(timeout=5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -227,7 +232,10 @@ class Runtime:
     async def _detect(self, gas: list[tuple[str, GasReading]], now: datetime) -> None:
         findings: list[Finding] = []
         if gas:
+            devices = {d for d, _ in gas}
+            await self._resume_devices(devices)
             findings.extend(self.gas.feed((d, r.ts, r.lel_pct) for d, r in gas))
+            self._dirty |= devices
             for device_id in {d for d, _ in gas}:
                 info = self.directory.get(device_id)
                 if info is not None:
@@ -237,6 +245,48 @@ class Runtime:
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
             await self._findings.put(finding)
+
+    async def _resume_devices(self, devices: set[str]) -> None:
+        """Devices first seen by this worker resume from their checkpoint, if any."""
+        unknown = [d for d in devices if not self.gas.known(d)]
+        if not unknown:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT device_id, state FROM detector_state"
+                    " WHERE detector = 'gas' AND device_id = ANY(%s)",
+                    (unknown,),
+                )
+                for device_id, state in await cur.fetchall():
+                    self.gas.restore(device_id, state)
+        except psycopg.Error as exc:
+            _LOG.warning("detector checkpoints unreadable (%s); devices start afresh", exc)
+
+    async def checkpoint(self) -> int:
+        """Write the state of devices that changed since the last checkpoint."""
+        if not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, set()
+        rows = [(d, Jsonb(self.gas.snapshot(d))) for d in sorted(dirty) if self.gas.known(d)]
+        try:
+            async with self.pool.connection() as conn, conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO detector_state (device_id, detector, state, updated_at)"
+                    " VALUES (%s, 'gas', %s, now()) ON CONFLICT (device_id, detector)"
+                    " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    rows,
+                )
+        except psycopg.Error as exc:
+            self._dirty |= dirty
+            _LOG.warning("detector checkpoint failed (%s); will retry", exc)
+            return 0
+        return len(rows)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_s)
+            await self.checkpoint()
 
     # casework
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from offsite.detectors.findings import Finding
 from offsite.detectors.threshold import ThresholdRule, ThresholdState
@@ -53,6 +54,23 @@ class GasDetector:
     def __init__(self, levels: GasLevels) -> None:
         self._rules = levels.rules()
         self._states: dict[str, tuple[ThresholdState, ...]] = {}
+
+    def known(self, device_id: str) -> bool:
+        return device_id in self._states
+
+    def snapshot(self, device_id: str) -> dict[str, Any]:
+        """A device's state as plain data, by rule name, for a checkpoint."""
+        states = self._states[device_id]
+        return {
+            rule.rule: state.snapshot() for rule, state in zip(self._rules, states, strict=True)
+        }
+
+    def restore(self, device_id: str, data: dict[str, Any]) -> None:
+        """Resume a device from a checkpoint (a rule missing from it starts afresh)."""
+        self._states[device_id] = tuple(
+            ThresholdState.restore(data[rule.rule]) if rule.rule in data else ThresholdState()
+            for rule in self._rules
+        )
 
     def feed(self, readings: Iterable[tuple[str, datetime, float]]) -> list[Finding]:
         """Readings as (device_id, ts, lel_pct), in arrival order; findings in event order."""

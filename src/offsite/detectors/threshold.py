@@ -39,6 +39,36 @@ class ThresholdState:
     def active(self) -> bool:
         return self._active
 
+    def snapshot(self) -> dict[str, str | float | bool | None]:
+        """Plain data for a checkpoint; `restore` takes it back."""
+
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "last_ts": iso(self.last_ts),
+            "above_since": iso(self._above_since),
+            "active": self._active,
+            "below_since": iso(self._below_since),
+            "peak": self._peak,
+            "reported_peak": self._reported_peak,
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, str | float | bool | None]) -> ThresholdState:
+        def when(key: str) -> datetime | None:
+            value = data.get(key)
+            return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+        state = cls()
+        state.last_ts = when("last_ts")
+        state._above_since = when("above_since")
+        state._active = bool(data.get("active", False))
+        state._below_since = when("below_since")
+        state._peak = float(data.get("peak") or 0.0)
+        state._reported_peak = float(data.get("reported_peak") or 0.0)
+        return state
+
     def step(
         self, rule: ThresholdRule, device_id: str, ts: datetime, value: float
     ) -> Finding | None:
