@@ -14,10 +14,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import eventually, publish, start_gateway
+from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
 from tests.fixtures.postgres import StoppablePostgres
 
 DEVICES = [f"gas-{n:04d}" for n in range(1, 11)]
@@ -141,3 +143,55 @@ async def _count(url: str, n: int) -> bool:
         return await asyncio.to_thread(_stored, url) >= n
     except psycopg.OperationalError:
         return False
+
+
+async def test_a_slow_database_backs_up_into_the_broker_and_drains(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    """A writer stuck behind a lock for seconds: the hand-off fills to its bound, the broker
+    holds the rest, and when the lock goes every reading is stored exactly once."""
+    async with start_gateway(
+        database_url, broker.url, ingest_queue_messages=50, ingest_batch_messages=10
+    ) as gw:
+        blocker = await psycopg.AsyncConnection.connect(database_url)
+        await blocker.execute("LOCK TABLE device_status IN ACCESS EXCLUSIVE MODE")
+        messages = _messages(500, 4)
+        await asyncio.to_thread(_publish_all, broker.port, messages)
+        await asyncio.sleep(2.0)
+        assert gw.runtime.gateway is not None
+        assert gw.runtime.gateway.backlog <= 50
+        assert _stored(database_url) == 0
+        await blocker.rollback()
+        await blocker.close()
+        await eventually(lambda: _count(database_url, 2000), timeout=30)
+        await asyncio.sleep(0.5)
+        assert _stored(database_url) == 2000
+
+
+async def test_broker_restart_mid_stream_devices_resend_and_nothing_is_lost(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    """A device keeps publishing through a broker restart (paho queues while disconnected);
+    the gateway reconnects to its persistent session; every reading is stored once."""
+    async with start_gateway(database_url, broker.url):
+        device = paho.Client(CallbackAPIVersion.VERSION2, client_id="buffering-device")
+        device.max_queued_messages_set(0)
+        device.reconnect_delay_set(1, 1)
+        device.connect("127.0.0.1", broker.port)
+        device.loop_start()
+        base = int((datetime.now(UTC) - timedelta(minutes=30)).timestamp() * 1000)
+        topic = "offsite/v1/gas/gas-0009/telemetry"
+        try:
+            for i in range(300):
+                if i == 100:
+                    await asyncio.to_thread(broker.stop)
+                if i == 200:
+                    await asyncio.to_thread(broker.start)
+                device.publish(topic, gas_reading(base + i * 1000, i, 1.0), qos=1)
+                await asyncio.sleep(0.01)
+            await eventually(lambda: _count(database_url, 300), timeout=60)
+            await asyncio.sleep(0.5)
+            assert _stored(database_url) == 300
+        finally:
+            device.disconnect()
+            device.loop_stop()
