@@ -168,6 +168,7 @@ class Runtime:
         database's overlap. Writes stay strictly in order, one at a time, and each batch is
         acknowledged and run through the detectors after its own commit."""
         writing: asyncio.Task[None] | None = None
+        written: _DecodedBatch | None = None
         try:
             while True:
                 batch = await gateway.get_batch(self.settings.ingest_batch_messages)
@@ -176,6 +177,17 @@ class Runtime:
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(self._store(gateway, batch, decoded))
+                if written is not None:
+                    # detectors see batches in order, each after its commit, while the
+                    # next batch is being written
+                    await self._detect(written.gas, written.now)
+                written = decoded
+                if gateway.backlog == 0:
+                    # nothing else waiting: finish this batch now rather than at the next
+                    await writing
+                    writing = None
+                    await self._detect(written.gas, written.now)
+                    written = None
         finally:
             if writing is not None:
                 writing.cancel()
@@ -207,7 +219,6 @@ class Runtime:
         self.metrics.readings_stored.labels("gas").inc(result[0])
         self.metrics.readings_duplicate.labels("gas").inc(result[1])
         self.metrics.quarantined.inc(result[2])
-        await self._detect(d.gas, d.now)
 
     def _decode(self, item: Inbound, now: datetime) -> Decoded:
         return decode_message(
