@@ -55,7 +55,6 @@ class Settings(BaseSettings):
         20_000, gt=0, description="bounded hand-off from MQTT to the writer; full: back-pressure"
     )
     ingest_batch_messages: int = Field(5_000, gt=0)
-    ingest_flush_ms: int = Field(50, gt=0, description="longest wait before a partial batch")
 
     gas_level1_pct: float = Field(25.0, gt=0, le=100, description="GB/T 50493: at most 25")
     gas_level2_pct: float = Field(50.0, gt=0, le=100, description="GB/T 50493: at most 50")

@@ -77,7 +77,6 @@ class Runtime:
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.started_at = datetime.now(UTC)
 
     async def __aenter__(self) -> Self:
         self.flavour = await asyncio.to_thread(migrate, self.database_url, self.settings.storage)
