@@ -10,6 +10,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +176,7 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
         print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
         return 2
     host, port = Settings.mqtt_host_port_of(url)
-    stop = __import__("threading").Event()
+    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         count = run_gas(

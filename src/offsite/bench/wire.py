@@ -12,28 +12,20 @@ import socket
 import struct
 import time
 
+from offsite.gateway.mqtt import (
+    decode_varint,
+    encode_packet,
+    encode_publish,
+    encode_string,
+)
+
 
 class WireError(Exception):
     """The broker answered something unexpected."""
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: bytes) -> bytes:
-    return struct.pack("!H", len(s)) + s
-
-
 def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
-    variable = _string(topic) + (struct.pack("!H", packet_id) if qos else b"")
-    body = variable + payload
-    return bytes([0x30 | (qos << 1)]) + _remaining_length(len(body)) + body
+    return encode_publish(topic, payload, qos, packet_id, v5=False)
 
 
 class _Client:
@@ -42,9 +34,9 @@ class _Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        body = _string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive)
-        body += _string(client_id.encode())
-        self.sock.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
+        body = encode_string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive)
+        body += encode_string(client_id.encode())
+        self.sock.sendall(encode_packet(0x10, body))
         connack = self._read_exact(4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise WireError(f"connection refused: {connack!r}")
@@ -71,19 +63,12 @@ class _Client:
         buf = self.buffer
         pos, end = 0, len(buf)
         while pos + 2 <= end:
-            length, shift, i, complete = 0, 0, pos + 1, False
-            while i < end and i < pos + 5:
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    complete = True
-                    break
-            if not complete or i + length > end:
+            header = decode_varint(buf, pos + 1, end)
+            if header is None or header[1] + header[0] > end:
                 break
-            out.append((buf[pos], bytes(buf[i : i + length])))
-            pos = i + length
+            length, start = header
+            out.append((buf[pos], bytes(buf[start : start + length])))
+            pos = start + length
         del buf[:pos]
         return out
 
@@ -152,8 +137,8 @@ class Subscriber(_Client):
 
     def __init__(self, host: str, port: int, client_id: str, topic: str, qos: int) -> None:
         super().__init__(host, port, client_id)
-        body = struct.pack("!H", 1) + _string(topic.encode()) + bytes([qos])
-        self.sock.sendall(bytes([0x82]) + _remaining_length(len(body)) + body)
+        body = struct.pack("!H", 1) + encode_string(topic.encode()) + bytes([qos])
+        self.sock.sendall(encode_packet(0x82, body))
         self.qos = qos
 
     def count(self, expected: int, idle_timeout_s: float) -> tuple[int, float, float]:

@@ -64,7 +64,7 @@ class MqttOptions:
     capacity: int = 20_000
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -73,13 +73,25 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _string(value: str | bytes) -> bytes:
+def encode_string(value: str | bytes) -> bytes:
     data = value.encode() if isinstance(value, str) else value
     return struct.pack("!H", len(data)) + data
 
 
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
+def encode_packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + encode_varint(len(body)) + body
+
+
+def encode_publish(
+    topic: str | bytes, payload: bytes, qos: int, packet_id: int, *, v5: bool, retain: bool = False
+) -> bytes:
+    """A PUBLISH packet; MQTT 5 adds an empty property list."""
+    body = encode_string(topic)
+    if qos:
+        body += struct.pack("!H", packet_id)
+    if v5:
+        body += b"\x00"
+    return encode_packet(0x30 | (qos << 1) | int(retain), body + payload)
 
 
 class _ProtocolError(Exception):
@@ -123,7 +135,7 @@ class _Connection(asyncio.Protocol):
         published: list[Inbound] = []
         try:
             while pos + 2 <= end:
-                header = _remaining_length(buf, pos + 1, end)
+                header = decode_varint(buf, pos + 1, end)
                 if header is None:
                     break
                 length, start = header
@@ -163,7 +175,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
 
-def _remaining_length(buf: bytearray, i: int, end: int) -> tuple[int, int] | None:
+def decode_varint(buf: bytearray, i: int, end: int) -> tuple[int, int] | None:
     """The variable-length integer at `i`: (value, index after it), or None if incomplete."""
     length, shift = 0, 0
     while i < end:
@@ -193,7 +205,7 @@ def _publish(
         j += 2
     properties = b""
     if conn.gateway.v5:
-        header = _remaining_length(buf, j, end)
+        header = decode_varint(buf, j, end)
         if header is None:
             raise _ProtocolError("truncated properties")
         plen, j = header
@@ -307,13 +319,9 @@ class MqttGateway:
         conn = self._conn
         if conn is None:
             raise BrokerUnavailableError("not connected to the broker")
-        body = _string(topic)
         if qos:
             self._next_id = self._next_id % 65535 + 1
-            body += struct.pack("!H", self._next_id)
-        if self.v5:
-            body += b"\x00"
-        conn.write(_packet(0x30 | (qos << 1) | int(retain), body + payload))
+        conn.write(encode_publish(topic, payload, qos, self._next_id, v5=self.v5, retain=retain))
 
     # connection management
 
@@ -384,27 +392,27 @@ class MqttGateway:
     def _connect_packet(self) -> bytes:
         options = self._options
         flags = 0x00  # clean session / clean start off: a persistent session
-        payload = _string(options.client_id)
+        payload = encode_string(options.client_id)
         if options.username is not None:
             flags |= 0x80
-            payload += _string(options.username)
+            payload += encode_string(options.username)
             if options.password is not None:
                 flags |= 0x40
-                payload += _string(options.password)
-        body = _string(b"MQTT") + bytes([5 if self.v5 else 4, flags])
+                payload += encode_string(options.password)
+        body = encode_string(b"MQTT") + bytes([5 if self.v5 else 4, flags])
         body += struct.pack("!H", options.keepalive_s)
         if self.v5:
             properties = b"\x11" + struct.pack("!I", _SESSION_EXPIRY_S)
             # Unacknowledged QoS 1 messages the broker may have in flight to us: the whole
             # hand-off, so that the broker, not the gateway, holds anything beyond it.
             properties += b"\x21" + struct.pack("!H", min(options.capacity, 65_535))
-            body += _varint(len(properties)) + properties
-        return _packet(0x10, body + payload)
+            body += encode_varint(len(properties)) + properties
+        return encode_packet(0x10, body + payload)
 
     def _subscribe_packet(self) -> bytes:
         body = struct.pack("!H", 1)
         if self.v5:
             body += b"\x00"
         for topic in self.topics():
-            body += _string(topic) + b"\x01"
-        return _packet(0x82, body)
+            body += encode_string(topic) + b"\x01"
+        return encode_packet(0x82, body)
