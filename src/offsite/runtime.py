@@ -34,6 +34,7 @@ from offsite.gateway.payloads import GasReading
 from offsite.ingest.schema import Flavour, migrate
 from offsite.ingest.writer import StatusChange, write_batch
 from offsite.metrics import Metrics
+from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
 _REGISTRY_CHANNEL = "offsite_registry"
@@ -356,18 +357,13 @@ class Runtime:
 
     async def _registry_listener(self) -> None:
         """Reload the device directory when `offsite registry load` announces a change."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {_REGISTRY_CHANNEL}")
-                    await self.refresh_directory()
-                    async for _ in conn.notifies():
-                        await self.refresh_directory()
-            except psycopg.OperationalError as exc:
-                _LOG.warning("registry listener lost the database (%s)", exc)
-                await asyncio.sleep(2.0)
+
+        async def refresh(_: psycopg.AsyncConnection[Any]) -> None:
+            await self.refresh_directory()
+
+        await listen_forever(
+            self.database_url, _REGISTRY_CHANNEL, on_connected=refresh, on_wake=refresh
+        )
 
     async def _partition_loop(self) -> None:
         """Partitions ready ahead of the data (plain PostgreSQL), retention applied."""

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from offsite.casework.service import ALERT_CHANNEL
+from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,34 +76,22 @@ class AlertHub:
         self._subscribers.discard(sub)
 
     async def run(self) -> None:
-        """Listen until cancelled; reconnects to the database with backoff."""
-        delay = 0.5
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {ALERT_CHANNEL}")
-                    if not self.ready.is_set():
-                        cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM alerts")
-                        row = await cur.fetchone()
-                        self.last_seq = int(row[0]) if row else 0
-                    await self._catch_up(conn)
-                    self.ready.set()
-                    delay = 0.5
-                    while True:
-                        # The generator holds the connection while it waits, so reading the
-                        # table happens after it returns: on a notification, or after a
-                        # second as a safety net for one that was missed.
-                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            pass
-                        await self._catch_up(conn)
-            except psycopg.OperationalError as exc:
-                _LOG.warning(
-                    "alert listener lost the database (%s); retrying in %.1f s", exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        """Listen until cancelled; a second's poll backs up any missed notification."""
+        await listen_forever(
+            self._conninfo,
+            ALERT_CHANNEL,
+            on_connected=self._connected,
+            on_wake=self._catch_up,
+            poll_s=1.0,
+        )
+
+    async def _connected(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not self.ready.is_set():
+            cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM alerts")
+            row = await cur.fetchone()
+            self.last_seq = int(row[0]) if row else 0
+        await self._catch_up(conn)
+        self.ready.set()
 
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
