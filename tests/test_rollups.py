@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from offsite.gateway.payloads import GasReading
+from offsite.ingest.writer import write_batch
 from tests.fixtures.broker import BrokerProcess
 from tests.fixtures.gateway import RunningGateway, eventually, publish, start_gateway
 
@@ -107,3 +109,61 @@ def test_retention_drops_whole_partitions_and_old_rollups(database_url: str) -> 
         assert conn.execute("SELECT seq FROM telemetry_gas").fetchall() == [(2,)]
         # minutes are kept four times as long: 40 days stays, 200 days goes
         assert conn.execute("SELECT count(*) FROM telemetry_gas_1m_acc").fetchone() == (1,)
+
+
+async def test_writer_rollups_stay_exact_through_direct_staged_and_folded_batches(
+    database_url: str,
+) -> None:
+    """A batch of new readings takes the direct COPY; a batch holding a redelivered reading
+    takes the staged path. Either way the rollup views equal the raw aggregates, before the
+    deltas are folded into the accumulators and after."""
+    start = datetime(2026, 11, 25, 8, 0, 30, tzinfo=UTC)
+    received = datetime.now(UTC)
+
+    def reading(i: int) -> tuple[str, GasReading]:
+        device = f"gas-{1 + i % 3:04d}"
+        lel = round(0.7 + (i * 37 % 101) / 10, 1)  # not exactly representable as real
+        co = float(i % 7) if i % 5 else None
+        return device, GasReading.model_validate(
+            {
+                "ts": int((start + timedelta(seconds=i)).timestamp() * 1000),
+                "seq": i,
+                "lel_pct": lel,
+                "co_ppm": co,
+            }
+        )
+
+    first = [reading(i) for i in range(0, 300)]
+    again = [reading(i) for i in range(250, 400)]  # 50 already stored
+    async with await psycopg.AsyncConnection.connect(database_url) as aconn:
+        assert (await write_batch(aconn, "postgres", first, received, [], [])).stored == 300
+        result = await write_batch(aconn, "postgres", again, received, [], [])
+        assert (result.stored, result.duplicates) == (100, 50)
+
+    raw = (
+        "SELECT date_bin(%s, time, TIMESTAMPTZ '2000-01-01') b, device_id, count(*),"
+        " avg(lel_pct), min(lel_pct), max(lel_pct), max(co_ppm) FROM telemetry_gas"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+
+    def check(conn: psycopg.Connection[Any]) -> None:
+        for view, width in (("telemetry_gas_1m", "1 minute"), ("telemetry_gas_1h", "1 hour")):
+            got = conn.execute(
+                f"SELECT bucket, device_id, readings, lel_avg, lel_min, lel_max, co_max"
+                f" FROM {view} ORDER BY 1, 2"
+            ).fetchall()
+            want = conn.execute(raw, (width,)).fetchall()
+            assert [g[:3] for g in got] == [w[:3] for w in want]
+            for g, w in zip(got, want, strict=True):
+                assert abs(g[3] - w[3]) < 1e-9
+                assert g[4:] == w[4:]
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM telemetry_gas").fetchone() == (400,)
+        check(conn)
+        folded = conn.execute("SELECT offsite_fold_rollups()").fetchone()
+        assert folded is not None
+        assert folded[0] > 0
+        assert conn.execute("SELECT count(*) FROM telemetry_gas_1m_delta").fetchone() == (0,)
+        check(conn)
+        assert conn.execute("SELECT offsite_fold_rollups()").fetchone() == (0,)

@@ -260,7 +260,9 @@ def measure_copy_limit(url: str, rows: int, devices: list[str]) -> dict[str, flo
         seconds = time.perf_counter() - started
         conn.execute("TRUNCATE telemetry_gas")
         if conn.execute("SELECT to_regclass('telemetry_gas_1m_acc')").fetchone() != (None,):
-            conn.execute("TRUNCATE telemetry_gas_1m_acc, telemetry_gas_1h_acc")
+            conn.execute(
+                "TRUNCATE telemetry_gas_1m_acc, telemetry_gas_1h_acc, telemetry_gas_1m_delta"
+            )
         conn.commit()
     return {"rows": rows, "rows_per_s": rows / seconds}
 
