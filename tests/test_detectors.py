@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+from offsite.detectors.findings import Finding
 from offsite.detectors.gas import GasDetector, GasLevels
 from offsite.detectors.silence import SilenceDetector
 
@@ -88,3 +89,17 @@ def test_silence_opens_once_and_clears_when_readings_return() -> None:
     assert back is not None
     assert back.phase == "cleared"
     assert back.key == opened.key
+
+
+def test_a_finding_key_names_the_instant_not_the_offset_it_was_sent_with() -> None:
+    utc = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    beijing = utc.astimezone(timezone(timedelta(hours=8)))
+
+    def finding(start: datetime) -> Finding:
+        return Finding("gas.lel.level1", "gas-0001", "orange", "opened", start, start, "t")
+
+    assert (
+        finding(beijing).key
+        == finding(utc).key
+        == "gas-0001|gas.lel.level1|2026-11-25T02:00:00+00:00"
+    )

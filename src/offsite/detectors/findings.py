@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 Severity = Literal["red", "orange", "yellow", "blue"]
@@ -34,4 +34,5 @@ class Finding:
 
     @property
     def key(self) -> str:
-        return f"{self.device_id}|{self.rule}|{self.episode_start.isoformat()}"
+        start = self.episode_start.astimezone(UTC).isoformat()
+        return f"{self.device_id}|{self.rule}|{start}"

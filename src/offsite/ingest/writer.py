@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from array import array
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import psycopg
+from numpy.typing import NDArray
 
 from offsite.gateway.decode import Refusal
 from offsite.gateway.payloads import DeviceStatus, GasReading
@@ -176,43 +178,65 @@ async def _after_direct(
 ) -> None:
     """Device status, and on plain PostgreSQL the rollups, for a batch stored whole:
     aggregated here, so the database gets one row per device and bucket."""
-    # Sums run over the values as stored (real), so a rollup equals the aggregate of the
-    # raw table to the last bit.
-    lels = array("f", [r.lel_pct for _, r in gas]).tolist()
-    last: dict[str, list[Any]] = {}
-    minutes: dict[tuple[str, int], list[Any]] = {}
-    for (device_id, r), lel in zip(gas, lels, strict=True):
-        seen = last.get(device_id)
-        if seen is None:
-            last[device_id] = [r.ts, r.seq]
-        else:
-            seen[0] = max(seen[0], r.ts)
-            seen[1] = max(seen[1], r.seq)
-        if flavour == "timescaledb":
-            continue
-        key = (device_id, int(r.ts.timestamp() // 60))
-        acc = minutes.get(key)
-        co = r.co_ppm
-        if acc is None:
-            minutes[key] = [1, lel, lel, lel, co]
-            continue
-        acc[0] += 1
-        acc[1] += lel
-        acc[2] = min(acc[2], lel)
-        acc[3] = max(acc[3], lel)
-        if co is not None and (acc[4] is None or co > acc[4]):
-            acc[4] = co
-    await conn.execute(
-        _STATUS_ARRAYS,
-        (
-            received_at,
-            list(last),
-            [v[0] for v in last.values()],
-            [v[1] for v in last.values()],
-        ),
+    index: dict[str, int] = {}
+    codes = np.fromiter(
+        (index.setdefault(device_id, len(index)) for device_id, _ in gas), np.int64, len(gas)
     )
-    if minutes:
-        async with conn.cursor().copy(_COPY_DELTA) as copy:
-            copy.set_types(_DELTA_TYPES)
-            for (device_id, minute), acc in minutes.items():
-                await copy.write_row((device_id, datetime.fromtimestamp(minute * 60, UTC), *acc))
+    stamps = [r.ts for _, r in gas]
+    epochs = np.fromiter((t.timestamp() for t in stamps), np.float64, len(gas))
+    seqs = np.fromiter((r.seq for _, r in gas), np.int64, len(gas))
+    devices = list(index)
+    # the newest reading of each device: last of its run when sorted by (device, time)
+    order = np.lexsort((epochs, codes))
+    ends = order[np.flatnonzero(np.diff(codes[order], append=len(index)))]
+    last_seq = np.full(len(index), -1, np.int64)
+    np.maximum.at(last_seq, codes, seqs)
+    status = (received_at, devices, [stamps[i] for i in ends], last_seq.tolist())
+    await conn.execute(_STATUS_ARRAYS, status)
+    if flavour == "postgres":
+        await _append_rollup_deltas(conn, gas, devices, codes, epochs)
+
+
+async def _append_rollup_deltas(
+    conn: psycopg.AsyncConnection[Any],
+    gas: Sequence[tuple[str, GasReading]],
+    devices: list[str],
+    codes: NDArray[np.int64],
+    epochs: NDArray[np.float64],
+) -> None:
+    """One delta row per device and minute of the batch."""
+    # Sums run over the values as stored (real), so that a rollup equals the aggregate of the
+    # raw table to the last bit.
+    lel = np.fromiter((r.lel_pct for _, r in gas), np.float32, len(gas)).astype(np.float64)
+    co = np.fromiter(
+        (math.nan if r.co_ppm is None else r.co_ppm for _, r in gas), np.float32, len(gas)
+    ).astype(np.float64)
+    minutes = np.floor(epochs / 60).astype(np.int64)
+    first = int(minutes.min())
+    keys, slot = np.unique(codes * (1 << 32) + (minutes - first), return_inverse=True)
+    n = len(keys)
+    count = np.bincount(slot, minlength=n)
+    total = np.bincount(slot, weights=lel, minlength=n)
+    low = np.full(n, np.inf)
+    np.minimum.at(low, slot, lel)
+    high = np.full(n, -np.inf)
+    np.maximum.at(high, slot, lel)
+    co_max = np.full(n, np.nan)
+    np.fmax.at(co_max, slot, co)  # fmax skips the NaN of readings without CO
+    key_device = (keys >> 32).tolist()
+    key_minute = ((keys & 0xFFFFFFFF) + first).tolist()
+    async with conn.cursor().copy(_COPY_DELTA) as copy:
+        copy.set_types(_DELTA_TYPES)
+        for i, (code, minute) in enumerate(zip(key_device, key_minute, strict=True)):
+            peak = float(co_max[i])
+            await copy.write_row(
+                (
+                    devices[code],
+                    datetime.fromtimestamp(minute * 60, UTC),
+                    int(count[i]),
+                    float(total[i]),
+                    float(low[i]),
+                    float(high[i]),
+                    None if math.isnan(peak) else peak,
+                )
+            )
