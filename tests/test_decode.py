@@ -10,8 +10,8 @@ import pytest
 from offsite.gateway.decode import Decoded, KnownDevice, decode_message, parse_topic
 
 DEVICES = {
-    "gas-0001": KnownDevice("gas-0001", "gas"),
-    "elev-0001": KnownDevice("elev-0001", "equipment"),
+    "gas-0001": KnownDevice("gas-0001", "gas", "gas_detector"),
+    "elev-0001": KnownDevice("elev-0001", "equipment", "elevator"),
 }
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

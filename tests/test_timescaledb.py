@@ -248,7 +248,13 @@ def test_hypertable_chunks_and_indexes(report: dict[str, Any]) -> None:
             "column_name": "time",
             "time_interval": "04:00:00",
             "compression_enabled": True,
-        }
+        },
+        {
+            "hypertable_name": "telemetry_equipment",
+            "column_name": "time",
+            "time_interval": "1 day",
+            "compression_enabled": True,
+        },
     ]
     assert check(report, "rollup_chunk_intervals") == {
         "telemetry_gas_1m": "1 day",
@@ -278,9 +284,13 @@ def test_compression_settings_and_policies(report: dict[str, Any]) -> None:
         ("telemetry_gas_1m", "bucket"): (None, 1, False),
         ("telemetry_gas_1h", "device_id"): (1, None, None),
         ("telemetry_gas_1h", "bucket"): (None, 1, False),
+        ("telemetry_equipment", "device_id"): (1, None, None),
+        ("telemetry_equipment", "time"): (None, 1, False),
+        ("telemetry_equipment", "seq"): (None, 2, False),
     }
     jobs = {(j["proc_name"], j["relation"]): j for j in check(report, "jobs_after_migrations")}
     assert sorted(jobs) == [
+        ("policy_compression", "telemetry_equipment"),
         ("policy_compression", "telemetry_gas"),
         ("policy_compression", "telemetry_gas_1h"),
         ("policy_compression", "telemetry_gas_1m"),
@@ -288,6 +298,9 @@ def test_compression_settings_and_policies(report: dict[str, Any]) -> None:
         ("policy_refresh_continuous_aggregate", "telemetry_gas_1m"),
     ]
     assert jobs["policy_compression", "telemetry_gas"]["config"] == {"compress_after": "2 days"}
+    assert jobs["policy_compression", "telemetry_equipment"]["config"] == {
+        "compress_after": "2 days"
+    }
     assert jobs["policy_compression", "telemetry_gas_1m"]["config"] == {"compress_after": "2 days"}
     assert jobs["policy_compression", "telemetry_gas_1h"]["config"] == {"compress_after": "7 days"}
     minute = jobs["policy_refresh_continuous_aggregate", "telemetry_gas_1m"]
@@ -320,6 +333,7 @@ def test_retention_sets_one_policy_per_relation(report: dict[str, Any]) -> None:
     first, second = check(report, "retention_first_call"), check(report, "retention_second_call")
     expected = {
         "telemetry_gas": "30 days",
+        "telemetry_equipment": "30 days",
         "telemetry_gas_1m": "120 days",
         "telemetry_gas_1h": "600 days",
     }
@@ -328,6 +342,7 @@ def test_retention_sets_one_policy_per_relation(report: dict[str, Any]) -> None:
     other = check(report, "retention_other_keep")
     assert drop_after(other["changed"]) == {
         "telemetry_gas": "45 days",
+        "telemetry_equipment": "45 days",
         "telemetry_gas_1m": "180 days",
         "telemetry_gas_1h": "900 days",
     }
@@ -442,5 +457,5 @@ def test_retention_policy_drops_raw_chunks_and_keeps_rollups(report: dict[str, A
 
 def test_every_policy_job_runs(report: dict[str, Any]) -> None:
     results = check(report, "every_job_runs")
-    assert len(results) == 8  # 3 compression, 2 refresh, 3 retention
+    assert len(results) == 10  # 4 compression (gas, equipment, rollups), 2 refresh, 4 retention
     assert set(results.values()) == {"ok"}, results

@@ -29,10 +29,11 @@ from offsite.detectors.findings import Finding
 from offsite.detectors.gas import GasDetector, GasLevels
 from offsite.detectors.silence import SilenceDetector
 from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
+from offsite.gateway.equipment_payloads import EquipmentReading
 from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
 from offsite.gateway.payloads import GasReading
 from offsite.ingest.schema import Flavour, migrate
-from offsite.ingest.writer import StatusChange, write_batch
+from offsite.ingest.writer import BatchResult, StatusChange, write_batch
 from offsite.metrics import Metrics
 from offsite.notify import listen_forever
 
@@ -44,6 +45,7 @@ _REGISTRY_CHANNEL = "offsite_registry"
 class _DecodedBatch:
     now: datetime
     gas: list[tuple[str, GasReading]] = field(default_factory=list)
+    equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     firsts: list[float] = field(default_factory=list)
@@ -147,7 +149,7 @@ class Runtime:
         async with self.pool.connection() as conn:
             directory = await read_directory(conn)
         self.directory = directory
-        self._known = {d.id: KnownDevice(d.id, d.domain) for d in directory.values()}
+        self._known = {d.id: KnownDevice(d.id, d.domain, d.kind) for d in directory.values()}
         _LOG.info("registry: %d active devices", len(directory))
 
     async def _seed_silence(self) -> None:
@@ -205,6 +207,9 @@ class Runtime:
             if decoded.gas:
                 out.firsts.append(decoded.gas[0][1].ts.timestamp())
                 out.gas.extend(decoded.gas)
+            if decoded.equipment:
+                out.firsts.append(decoded.equipment[0][1].ts.timestamp())
+                out.equipment.extend(decoded.equipment)
             if decoded.refusals:
                 out.refusals.extend(decoded.refusals)
             if decoded.status is not None:
@@ -212,13 +217,15 @@ class Runtime:
         return out
 
     async def _store(self, gateway: MqttGateway, batch: list[Inbound], d: _DecodedBatch) -> None:
-        result = await self._write_until_committed(d.gas, d.now, d.refusals, d.statuses)
+        result = await self._write_until_committed(d)
         committed = time.time()
         self.metrics.commit_latency.observe_many([committed - t for t in d.firsts])
         self.metrics.acked.inc(gateway.ack(batch))
-        self.metrics.readings_stored.labels("gas").inc(result[0])
-        self.metrics.readings_duplicate.labels("gas").inc(result[1])
-        self.metrics.quarantined.inc(result[2])
+        self.metrics.readings_stored.labels("gas").inc(result.stored)
+        self.metrics.readings_duplicate.labels("gas").inc(result.duplicates)
+        self.metrics.readings_stored.labels("equipment").inc(result.stored_equipment)
+        self.metrics.readings_duplicate.labels("equipment").inc(result.duplicates_equipment)
+        self.metrics.quarantined.inc(result.quarantined)
 
     def _decode(self, item: Inbound, now: datetime) -> Decoded:
         return decode_message(
@@ -230,42 +237,40 @@ class Runtime:
             max_readings=self.settings.max_readings_per_message,
         )
 
-    async def _write_until_committed(
-        self,
-        gas: list[tuple[str, GasReading]],
-        now: datetime,
-        refusals: list[Refusal],
-        statuses: list[StatusChange],
-    ) -> tuple[int, int, int]:
+    async def _write_until_committed(self, d: _DecodedBatch) -> BatchResult:
         """Retry while the database is away: nothing is acknowledged before it commits,
         and while this waits the bounded hand-off fills and the broker keeps the rest."""
         delay = 0.2
+        gas, equipment, refusals = d.gas, d.equipment, d.refusals
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    result = await write_batch(conn, self.flavour, gas, now, refusals, statuses)
+                    return await write_batch(
+                        conn, self.flavour, gas, d.now, refusals, d.statuses, equipment
+                    )
             except (psycopg.OperationalError, TimeoutError) as exc:
                 self.metrics.write_errors.labels("unavailable").inc()
                 _LOG.warning("database unavailable (%s); batch held, retry in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                continue
             except psycopg.DataError as exc:
                 # A batch the database refuses as data is quarantined whole, not dropped.
                 self.metrics.write_errors.labels("data").inc()
                 _LOG.error("batch refused by the database: %s; quarantining it", exc)
-                refusals = refusals + [
-                    Refusal(
-                        f"offsite/v1/gas/{device_id}/telemetry",
-                        device_id,
-                        f"refused by the database: {exc}",
-                        r.model_dump_json().encode(),
-                    )
-                    for device_id, r in gas
+                refusals = [
+                    *refusals,
+                    *(
+                        Refusal(
+                            f"offsite/v1/{domain}/{device_id}/telemetry",
+                            device_id,
+                            f"refused by the database: {exc}",
+                            r.model_dump_json().encode(),
+                        )
+                        for domain, readings in (("gas", gas), ("equipment", equipment))
+                        for device_id, r in readings
+                    ),
                 ]
-                gas = []
-                continue
-            return result.stored, result.duplicates, result.quarantined
+                gas, equipment = [], []
 
     async def _detect(self, gas: list[tuple[str, GasReading]], now: datetime) -> None:
         findings: list[Finding] = []
@@ -385,10 +390,12 @@ class Runtime:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    await conn.execute(
-                        "SELECT offsite_ensure_partitions('telemetry_gas',"
-                        " current_date - 1, current_date + 3)"
-                    )
+                    for table in ("telemetry_gas", "telemetry_equipment"):
+                        await conn.execute(
+                            "SELECT offsite_ensure_partitions(%s::regclass, current_date - 1,"
+                            " current_date + 3)",
+                            (table,),
+                        )
                     await conn.execute("SELECT offsite_apply_retention(%s)", (keep,))
             except psycopg.Error as exc:
                 _LOG.warning("storage maintenance failed: %s", exc)

@@ -67,6 +67,30 @@ class GasPoint(_Public):
     received_at: datetime
 
 
+class EquipmentPoint(_Public):
+    """A special-equipment reading; the fields of its kind are set, the others null."""
+
+    ts: datetime
+    seq: int
+    kind: str
+    speed_mps: float | None = None
+    rated_speed_mps: float | None = None
+    floor: int | None = None
+    door: str | None = None
+    moving: bool | None = None
+    in_door_zone: bool | None = None
+    alarm_button: bool | None = None
+    load_kg: float | None = None
+    mains_power: bool | None = None
+    pressure_mpa: float | None = None
+    temp_c: float | None = None
+    water_level_mm: float | None = None
+    load_t: float | None = None
+    rated_load_t: float | None = None
+    wind_mps: float | None = None
+    received_at: datetime
+
+
 class GasBucket(_Public):
     bucket: datetime
     readings: int
@@ -82,7 +106,9 @@ class TelemetryPage(_Public):
     bucket: Literal["raw", "1m", "1h"]
     from_: datetime = Field(serialization_alias="from")
     to: datetime
-    points: list[GasPoint] = Field(description="raw readings, when bucket is raw")
+    points: list[GasPoint | EquipmentPoint] = Field(
+        description="raw readings, when bucket is raw (always for equipment)"
+    )
     buckets: list[GasBucket] = Field(description="rollups, when bucket is 1m or 1h")
 
 

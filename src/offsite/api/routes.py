@@ -16,6 +16,7 @@ from offsite.api.auth import Caller
 from offsite.api.models import (
     DepartmentPublic,
     DevicePublic,
+    EquipmentPoint,
     GasBucket,
     GasPoint,
     MatterPublic,
@@ -150,6 +151,23 @@ async def telemetry(
         points=[],
         buckets=[],
     )
+    if domain == "equipment":
+        # equipment reports every few seconds: its raw rows serve any range, newest `limit`
+        points = await _rows(
+            db,
+            "SELECT * FROM (SELECT time AS ts, seq, kind, speed_mps, rated_speed_mps, floor,"
+            " door, moving, in_door_zone, alarm_button, load_kg, mains_power, pressure_mpa,"
+            " temp_c, water_level_mm, load_t, rated_load_t, wind_mps, received_at"
+            " FROM telemetry_equipment WHERE device_id = %s AND time >= %s AND time <= %s"
+            " ORDER BY time DESC, seq DESC LIMIT %s) t ORDER BY ts, seq",
+            device_id,
+            start,
+            end,
+            limit,
+        )
+        return page.model_copy(
+            update={"bucket": "raw", "points": [EquipmentPoint(**p) for p in points]}
+        )
     if domain != "gas":
         return page
     if bucket == "raw":

@@ -12,19 +12,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from offsite.gateway.payloads import DeviceStatus, GasReading
+from offsite.gateway.equipment_payloads import EQUIPMENT_READINGS, EquipmentReading
+from offsite.gateway.payloads import DeviceStatus, GasReading, Reading
 
 TOPIC_PREFIX: Final = "offsite/v1/"
 _MAX_FUTURE = timedelta(days=1)
 
-_GAS_ONE_OR_MANY: TypeAdapter[GasReading | list[GasReading]] = TypeAdapter(
-    GasReading | list[GasReading]
-)
-_GAS_ONE: TypeAdapter[GasReading] = TypeAdapter(GasReading)
+
+@dataclass(frozen=True, slots=True)
+class _Decoder:
+    one_or_many: TypeAdapter[Any]
+    one: TypeAdapter[Any]
+
+
+def _decoder(model: type[Reading]) -> _Decoder:
+    return _Decoder(TypeAdapter(model | list[model]), TypeAdapter(model))  # type: ignore[valid-type,arg-type]
+
+
+_DECODERS: dict[str, _Decoder] = {
+    "gas_detector": _decoder(GasReading),
+    **{kind: _decoder(model) for kind, model in EQUIPMENT_READINGS.items()},
+}
+"""The payload model of each device kind that publishes telemetry (the registry's kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,7 @@ class KnownDevice:
 
     id: str
     domain: str
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,7 @@ class Decoded:
     """The outcome of one message: readings to store, refusals to quarantine, a status."""
 
     gas: list[tuple[str, GasReading]] = field(default_factory=list)
+    equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     status: tuple[str, DeviceStatus] | None = None
 
@@ -80,14 +95,15 @@ def parse_topic(topic: str) -> Topic | None:
 
 def _describe(error: ValidationError, index: int | None = None) -> str:
     first = error.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"] if p not in ("GasReading", "list[GasReading]"))
+    # the union's branch names (GasReading, list[GasReading], ...) say nothing to a sender
+    where = ".".join(str(p) for p in first["loc"] if not str(p).endswith(("Reading", "Reading]")))
     prefix = f"item {index}: " if index is not None else ""
     count = error.error_count()
     more = f" (+{count - 1} more)" if count > 1 else ""
     return f"{prefix}invalid {where or 'payload'}: {first['msg']}{more}"
 
 
-def _ahead(reading: GasReading, received_at: datetime) -> str | None:
+def _ahead(reading: Reading, received_at: datetime) -> str | None:
     if reading.ts > received_at + _MAX_FUTURE:
         return f"implausible ts {reading.ts.isoformat()}: more than a day ahead of the gateway"
     return None
@@ -131,22 +147,24 @@ def decode_message(
             return refuse("status must be 'online' or 'offline'")
         out.status = (device_id, "online" if text == "online" else "offline")
         return out
-    if parsed.channel != "telemetry" or parsed.domain != "gas":
+    decoder = _DECODERS.get(device.kind)
+    if parsed.channel != "telemetry" or decoder is None:
         return refuse(f"no decoder for {parsed.domain}/{parsed.channel}")
 
+    sink: list[tuple[str, Any]] = out.gas if device.kind == "gas_detector" else out.equipment
     try:
-        value = _GAS_ONE_OR_MANY.validate_json(payload)
+        value = decoder.one_or_many.validate_json(payload)
     except ValidationError:
-        _decode_items(out, topic, device_id, payload, max_readings)
+        _decode_items(out, sink, decoder.one, topic, device_id, payload, max_readings)
     else:
         readings = value if isinstance(value, list) else [value]
         if len(readings) > max_readings:
             return refuse(f"{len(readings)} readings in one message exceed {max_readings}")
-        out.gas = list(zip(repeat(device_id), readings))
+        sink.extend(zip(repeat(device_id), readings))
     # A clock far ahead is rare: one comparison per message finds out whether to look closer.
-    if out.gas and max(r.ts for _, r in out.gas) > received_at + _MAX_FUTURE:
-        kept: list[tuple[str, GasReading]] = []
-        for item in out.gas:
+    if sink and max(r.ts for _, r in sink) > received_at + _MAX_FUTURE:
+        kept: list[tuple[str, Any]] = []
+        for item in sink:
             problem = _ahead(item[1], received_at)
             if problem is None:
                 kept.append(item)
@@ -154,12 +172,18 @@ def decode_message(
                 out.refusals.append(
                     Refusal(topic, device_id, problem, item[1].model_dump_json().encode())
                 )
-        out.gas = kept
+        sink[:] = kept
     return out
 
 
 def _decode_items(
-    out: Decoded, topic: str, device_id: str, payload: bytes, max_readings: int
+    out: Decoded,
+    sink: list[tuple[str, Any]],
+    one: TypeAdapter[Any],
+    topic: str,
+    device_id: str,
+    payload: bytes,
+    max_readings: int,
 ) -> None:
     """The slow path: say exactly what is wrong, keep what is right."""
     try:
@@ -177,7 +201,7 @@ def _decode_items(
         return
     if isinstance(document, dict):
         try:
-            out.gas.append((device_id, _GAS_ONE.validate_python(document)))
+            sink.append((device_id, one.validate_python(document)))
         except ValidationError as exc:
             out.refusals.append(Refusal(topic, device_id, _describe(exc), payload))
         return
@@ -191,7 +215,7 @@ def _decode_items(
         return
     for index, item in enumerate(document):
         try:
-            out.gas.append((device_id, _GAS_ONE.validate_python(item)))
+            sink.append((device_id, one.validate_python(item)))
         except ValidationError as exc:
             body = json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
             out.refusals.append(Refusal(topic, device_id, _describe(exc, index), body))

@@ -32,6 +32,7 @@ _LOG = logging.getLogger(__name__)
 
 SUBSCRIPTIONS: tuple[str, ...] = (
     "offsite/v1/gas/+/telemetry",
+    "offsite/v1/equipment/+/telemetry",
     "offsite/v1/+/+/status",
 )
 _SESSION_EXPIRY_S = 7 * 24 * 3600

@@ -22,7 +22,9 @@ EventTime = Annotated[
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Reading(BaseModel):
+class Reading(BaseModel):
+    """What every reading carries: event time and the device's sequence number."""
+
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, val_temporal_unit="milliseconds"
     )
@@ -32,7 +34,7 @@ class _Reading(BaseModel):
     seq: int = Field(ge=0, le=2**63 - 1, description="per-device sequence number")
 
 
-class GasReading(_Reading):
+class GasReading(Reading):
     """One reading of a combustible-gas detector."""
 
     lel_pct: FiniteFloat = Field(ge=0.0, le=100.0, description="combustible gas, %LEL")
