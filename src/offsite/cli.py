@@ -197,6 +197,32 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.simulators.equipment import run_equipment  # noqa: PLC0415
+
+    url = args.mqtt_url or settings.mqtt_url
+    if url is None:
+        print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
+        return 2
+    host, port = Settings.mqtt_host_port_of(url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        count = run_equipment(
+            host,
+            port,
+            scenario=args.scenario,
+            rate_hz=args.rate,
+            duration_s=args.duration,
+            protocol=args.protocol,
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        return 0
+    print(f"published {count} readings")
+    return 0
+
+
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
 
@@ -261,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     gas.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     gas.add_argument("--mqtt-url", default=None)
     gas.set_defaults(func=cmd_simulate_gas)
+    equipment = simulate_sub.add_parser(
+        "equipment", help="an elevator and a boiler (elev-0001, boiler-0001 of the demo registry)"
+    )
+    equipment.add_argument("--rate", type=_positive(float), default=1.0, help="readings/s/device")  # type: ignore[arg-type]
+    equipment.add_argument("--scenario", choices=["incidents", "normal"], default="normal")
+    equipment.add_argument("--duration", type=_positive(float), default=None, help="seconds")  # type: ignore[arg-type]
+    equipment.add_argument("--mqtt-url", default=None)
+    equipment.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
+    equipment.set_defaults(func=cmd_simulate_equipment)
     bench = sub.add_parser("bench", help="benchmarks that print JSON figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     ingest = bench_sub.add_parser(
