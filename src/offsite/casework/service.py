@@ -28,15 +28,50 @@ def clue_id_for(key: str) -> str:
     return "clu_" + sha256_hex(key.encode())[:20]
 
 
-async def read_gas_window(
-    conn: psycopg.AsyncConnection[Any], device_id: str, start: datetime, end: datetime
+GAS_COLUMNS = ("ts", "seq", "lel_pct", "co_ppm", "valve", "fault")
+EQUIPMENT_COLUMNS = (
+    "ts",
+    "seq",
+    "speed_mps",
+    "rated_speed_mps",
+    "floor",
+    "door",
+    "moving",
+    "in_door_zone",
+    "alarm_button",
+    "load_kg",
+    "mains_power",
+    "pressure_mpa",
+    "temp_c",
+    "water_level_mm",
+    "load_t",
+    "rated_load_t",
+    "wind_mps",
+)
+WINDOW_COLUMNS: dict[str, tuple[str, ...]] = {"gas": GAS_COLUMNS, "equipment": EQUIPMENT_COLUMNS}
+"""The columns of a telemetry window in evidence, by device domain."""
+
+
+async def read_window(
+    conn: psycopg.AsyncConnection[Any],
+    domain: str,
+    device_id: str,
+    start: datetime,
+    end: datetime,
 ) -> list[list[Any]]:
+    """A device's stored readings in [start, end], as evidence rows (time as RFC 3339)."""
+    columns = WINDOW_COLUMNS.get(domain)
+    if columns is None:
+        return []
+    table = sql.Identifier(f"telemetry_{domain}")
     cur = await conn.execute(
-        "SELECT time, seq, lel_pct, co_ppm, valve, fault FROM telemetry_gas"
-        " WHERE device_id = %s AND time >= %s AND time <= %s ORDER BY time, seq",
+        sql.SQL(
+            "SELECT time, {} FROM {} WHERE device_id = %s AND time >= %s AND time <= %s"
+            " ORDER BY time, seq"
+        ).format(sql.SQL(", ").join(map(sql.Identifier, columns[1:])), table),
         (device_id, start, end),
     )
-    return [[r[0].isoformat(), r[1], r[2], r[3], r[4], r[5]] for r in await cur.fetchall()]
+    return [[r[0].isoformat(), *r[1:]] for r in await cur.fetchall()]
 
 
 async def _append_alert(
@@ -138,11 +173,7 @@ class Casework:
         """Freeze the telemetry window from before the trigger up to the firing, hashed."""
         window_from = f.episode_start - self._before
         window_to = f.at
-        readings = (
-            await read_gas_window(conn, device.id, window_from, window_to)
-            if device.domain == "gas"
-            else []
-        )
+        readings = await read_window(conn, device.domain, device.id, window_from, window_to)
         evidence_id = "ev_" + clue_id.removeprefix("clu_")
         content = {
             "kind": "telemetry_window",
@@ -166,7 +197,7 @@ class Casework:
             },
             "matter": {"id": device.matter_id, "legal_basis": list(device.legal_basis)},
             "window": {"from": window_from, "to": window_to},
-            "columns": ["ts", "seq", "lel_pct", "co_ppm", "valve", "fault"],
+            "columns": list(WINDOW_COLUMNS.get(device.domain, ())),
             "readings": readings,
         }
         data = canonical_json(content)
@@ -258,9 +289,11 @@ async def verify_evidence(
     source_intact = True
     try:
         content = json.loads(data)
-        if content.get("device", {}).get("domain") == "gas":
-            current = await read_gas_window(
+        domain = content.get("device", {}).get("domain")
+        if domain in WINDOW_COLUMNS:
+            current = await read_window(
                 conn,
+                domain,
                 content["device"]["id"],
                 datetime.fromisoformat(content["window"]["from"]),
                 datetime.fromisoformat(content["window"]["to"]),
