@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from offsite.gateway.decode import Decoded, KnownDevice, decode_message, parse_topic
+from offsite.gateway.mqtt import user_properties
 
 DEVICES = {
     "gas-0001": KnownDevice("gas-0001", "gas", "gas_detector"),
@@ -120,3 +121,21 @@ def test_topics() -> None:
     assert parse_topic("offsite/v2/gas/x/telemetry") is None
     assert parse_topic("offsite/v1/gas/x/telemetry/extra") is None
     assert "unknown topic" in only_reason(decode(b"{}", "elsewhere/x"))
+
+
+def test_user_properties_are_read_among_other_publish_properties() -> None:
+    def prop_string(ident: int, *values: bytes) -> bytes:
+        return bytes([ident]) + b"".join(len(v).to_bytes(2, "big") + v for v in values)
+
+    properties = (
+        b"\x01\x00"  # payload format indicator
+        + b"\x02\x00\x00\x00\x3c"  # message expiry
+        + prop_string(0x03, b"image/jpeg")
+        + prop_string(0x09, b"\xff\xfe\x00")  # correlation data, not text
+        + prop_string(0x26, b"ts", b"1764057600123")
+        + prop_string(0x26, b"seq", b"42")
+    )
+    assert user_properties(properties) == {"ts": "1764057600123", "seq": "42"}
+    # cut short: what came before the fault is kept
+    assert user_properties(properties[:-3]) == {"ts": "1764057600123"}
+    assert user_properties(b"") == {}

@@ -63,6 +63,12 @@ class MqttOptions:
     shared_group: str | None = None
     keepalive_s: int = 30
     capacity: int = 20_000
+    subscriptions: tuple[str, ...] = SUBSCRIPTIONS
+    qos: int = 1
+    """Subscription QoS: 1 for telemetry (acknowledged after commit); 0 for video frames,
+    which are shed under overload rather than held by the broker."""
+    persistent: bool = True
+    """A persistent session keeps unacknowledged messages across a gateway restart."""
 
 
 def encode_varint(n: int) -> bytes:
@@ -216,6 +222,46 @@ def _publish(
     return Inbound(topic, bytes(buf[j:end]), mid, qos, conn.generation, now, properties)
 
 
+def user_properties(properties: bytes) -> dict[str, str]:
+    """The user properties (0x26) among a PUBLISH's MQTT 5 properties; the last of a name
+    wins. Malformed properties give what could be read before the fault."""
+    # Lengths of the fixed-size properties a PUBLISH may carry, by identifier.
+    fixed = {0x01: 1, 0x02: 4, 0x23: 2}
+    out: dict[str, str] = {}
+    pos, end = 0, len(properties)
+
+    def field(at: int) -> tuple[bytes, int]:
+        """A two-byte length and that many bytes (strings and binary data alike)."""
+        if at + 2 > end:
+            raise ValueError("truncated")
+        n = (properties[at] << 8) | properties[at + 1]
+        if at + 2 + n > end:
+            raise ValueError("truncated")
+        return properties[at + 2 : at + 2 + n], at + 2 + n
+
+    try:
+        while pos < end:
+            ident = properties[pos]
+            pos += 1
+            if ident == 0x26:
+                name, pos = field(pos)
+                value, pos = field(pos)
+                out[name.decode("utf-8")] = value.decode("utf-8")
+            elif ident in fixed:
+                pos += fixed[ident]
+            elif ident in (0x03, 0x08, 0x09):  # content type, response topic, correlation
+                _, pos = field(pos)
+            elif ident == 0x0B:  # subscription identifier: a variable byte integer
+                while pos < end and properties[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            else:
+                break
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return out
+
+
 def _skip_properties(body: bytes, pos: int) -> bytes:
     length, shift = 0, 0
     while True:
@@ -257,7 +303,7 @@ class MqttGateway:
 
     def topics(self) -> list[str]:
         group = self._options.shared_group
-        return [f"$share/{group}/{t}" if group else t for t in SUBSCRIPTIONS]
+        return [f"$share/{group}/{t}" if group else t for t in self._options.subscriptions]
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Connect, subscribe, and keep the connection up (reconnects with backoff)."""
@@ -392,7 +438,8 @@ class MqttGateway:
 
     def _connect_packet(self) -> bytes:
         options = self._options
-        flags = 0x00  # clean session / clean start off: a persistent session
+        # clean session / clean start off: a persistent session
+        flags = 0x00 if options.persistent else 0x02
         payload = encode_string(options.client_id)
         if options.username is not None:
             flags |= 0x80
@@ -403,7 +450,8 @@ class MqttGateway:
         body = encode_string(b"MQTT") + bytes([5 if self.v5 else 4, flags])
         body += struct.pack("!H", options.keepalive_s)
         if self.v5:
-            properties = b"\x11" + struct.pack("!I", _SESSION_EXPIRY_S)
+            expiry = _SESSION_EXPIRY_S if options.persistent else 0
+            properties = b"\x11" + struct.pack("!I", expiry)
             # Unacknowledged QoS 1 messages the broker may have in flight to us: the whole
             # hand-off, so that the broker, not the gateway, holds anything beyond it.
             properties += b"\x21" + struct.pack("!H", min(options.capacity, 65_535))
@@ -415,5 +463,5 @@ class MqttGateway:
         if self.v5:
             body += b"\x00"
         for topic in self.topics():
-            body += encode_string(topic) + b"\x01"
+            body += encode_string(topic) + bytes([self._options.qos])
         return encode_packet(0x82, body)
