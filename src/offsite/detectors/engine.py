@@ -1,0 +1,756 @@
+"""The scalar detector engine: every rule of the rule packs over columnar batches.
+
+Conditions are computed with numpy over the whole batch. The per-reading state machine
+(confirmation delay, hysteresis, clear delay: the semantics of `ThresholdState`) runs only
+for the devices whose condition holds somewhere in the batch or whose episode is pending or
+open, so a batch of normal readings costs a few vector operations per rule.
+
+Event time throughout, at millisecond resolution. A reading not newer than the device's last
+accepted one is a replay and ignored by every rule; readings of one batch are judged in
+(device, event time) order whatever order they arrived in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from offsite.detectors.batch import ReadingBatch, from_ms, to_ms
+from offsite.detectors.findings import Finding, Phase
+from offsite.detectors.rulepack import (
+    Clause,
+    ConditionRule,
+    DeviceProfile,
+    FlappingRule,
+    LevelRule,
+    Override,
+    RateRule,
+    Rule,
+    RulePack,
+    SeqGapRule,
+    StuckRule,
+    TierPolicy,
+    resolve,
+)
+
+NO_TS = np.iinfo(np.int64).min
+Floats = NDArray[np.float64]
+Ints = NDArray[np.int64]
+Bools = NDArray[np.bool_]
+_DEV_SHIFT = 42  # composite (device, time) keys: 2**42 ms is 139 years of event time
+SNAPSHOT_VERSION = 1
+
+
+class _Rows:
+    """The accepted readings of one batch, sorted by (engine device index, event time)."""
+
+    def __init__(
+        self, batch: ReadingBatch, dev: NDArray[np.int32], order: NDArray[np.intp]
+    ) -> None:
+        self.batch = batch
+        self.order = order
+        self.dev = dev
+        self.ts: Ints = batch.ts_ms[order]
+        n = len(order)
+        self.first: Bools = np.ones(n, np.bool_)
+        self.first[1:] = dev[1:] != dev[:-1]
+        self.last: Bools = np.ones(n, np.bool_)
+        self.last[:-1] = self.first[1:]
+        self._columns: dict[str, Floats | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def column(self, name: str) -> Floats | None:
+        """The field in row order, or None when no reading of the batch carries it."""
+        if name not in self._columns:
+            if name == "clock_skew_s":
+                received = self.batch.received_ms[self.order]
+                self._columns[name] = (self.ts - received).astype(np.float64) / 1000.0
+            else:
+                raw = self.batch.fields.get(name)
+                self._columns[name] = None if raw is None else raw[self.order]
+        return self._columns[name]
+
+    def seq(self) -> Ints:
+        return self.batch.seq[self.order]
+
+
+class _Episode:
+    """One rule's state for one device, in score space (see `_Compiled.scores`)."""
+
+    __slots__ = ("above_since", "active", "below_since", "peak", "reported_peak")
+
+    def __init__(self) -> None:
+        self.above_since: int | None = None
+        self.active = False
+        self.below_since: int | None = None
+        self.peak = 0.0
+        self.reported_peak = 0.0
+
+    def step(
+        self,
+        t: int,
+        s: float,
+        threshold: float,
+        confirm: int,
+        hysteresis: float,
+        clear: int,
+        update_step: float,
+    ) -> Phase | None:
+        """`ThresholdState.step` in milliseconds, replays already removed by the engine.
+        The caller ends the episode after a `cleared`, once the finding is made."""
+        if not self.active:
+            if s < threshold:
+                self.above_since = None
+                return None
+            if self.above_since is None:
+                self.above_since = t
+                self.peak = s
+            else:
+                self.peak = max(self.peak, s)
+            if t - self.above_since < confirm:
+                return None
+            self.active = True
+            self.below_since = None
+            self.reported_peak = self.peak
+            return "opened"
+        if s >= threshold - hysteresis:
+            self.below_since = None
+            self.peak = max(self.peak, s)
+            if self.peak < self.reported_peak + update_step:
+                return None
+            self.reported_peak = self.peak
+            return "updated"
+        if self.below_since is None:
+            self.below_since = t
+        if t - self.below_since < clear:
+            return None
+        return "cleared"
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "above_since_ms": self.above_since,
+            "active": self.active,
+            "below_since_ms": self.below_since,
+            "peak": self.peak,
+            "reported_peak": self.reported_peak,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> _Episode:
+        ep = cls()
+        ep.above_since = _opt_int(data.get("above_since_ms"))
+        ep.active = bool(data.get("active", False))
+        ep.below_since = _opt_int(data.get("below_since_ms"))
+        ep.peak = float(data.get("peak") or 0.0)
+        ep.reported_peak = float(data.get("reported_peak") or 0.0)
+        return ep
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+class _Compiled:
+    """A rule with its parameters resolved per device and its per-device state.
+
+    Subclasses give `scores`: per row, a number compared with a per-row threshold as
+    `score >= threshold` (NaN: the reading does not count for this rule). Rules that fire
+    below their threshold negate both (`sign` = -1), so one state machine serves all."""
+
+    sign = 1.0
+    reports_level = True
+    """Findings carry value, peak and threshold (levels); conditions carry only a value."""
+
+    def __init__(self, rule: Rule, policy: TierPolicy, order: int) -> None:
+        self.rule = rule
+        self.policy = policy
+        self.order = order
+        self.episodes: dict[int, _Episode] = {}
+        self.open: Bools = np.zeros(0, np.bool_)
+        self.enabled: Bools = np.zeros(0, np.bool_)
+        self.thr: Floats = np.zeros(0)
+        self.confirm_ms: Ints = np.zeros(0, np.int64)
+        self.clear_ms: Ints = np.zeros(0, np.int64)
+        self.hyst: Floats = np.zeros(0)
+
+    def compile(self, profiles: Sequence[DeviceProfile], overrides: Sequence[Override]) -> None:
+        params = [resolve(self.rule, self.policy, p, overrides) for p in profiles]
+        n = len(profiles)
+        self.enabled = np.fromiter((p.enabled for p in params), np.bool_, n)
+        self.thr = np.fromiter((p.threshold for p in params), np.float64, n)
+        self.confirm_ms = np.fromiter((round(p.confirm_s * 1000) for p in params), np.int64, n)
+        self.clear_ms = np.fromiter((round(p.clear_s * 1000) for p in params), np.int64, n)
+        self.hyst = np.fromiter((p.hysteresis for p in params), np.float64, n)
+        self.open = _grown(self.open, n, fill=False)
+        self._compile_extra(profiles, params_threshold=self.thr)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        """Per-device arrays a rule kind needs beyond the common ones."""
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        """(score, threshold, reported value) per row, or None when nothing is judged."""
+        raise NotImplementedError
+
+    # state for checkpoints beyond the episode: flat-line runs, rate windows, sequences
+
+    def extra_snapshot(self, device: int) -> dict[str, Any]:
+        return {}
+
+    def extra_restore(self, device: int, data: dict[str, Any]) -> None:
+        return None
+
+    def run(self, rows: _Rows, ids: Sequence[str]) -> list[Finding]:
+        got = self.scores(rows)
+        if got is None:
+            return []
+        score, thr_row, report = got
+        dev = rows.dev
+        with np.errstate(invalid="ignore"):
+            hit = score >= thr_row
+        any_open = bool(self.open.any())
+        if not any_open and not hit.any():
+            return []
+        hot = self.open.copy()
+        hot[dev[hit]] = True
+        selected = np.flatnonzero(hot[dev] & ~np.isnan(score))
+        if selected.size == 0:
+            return []
+        return self._machine(rows, ids, selected, score, thr_row, report)
+
+    def _machine(
+        self,
+        rows: _Rows,
+        ids: Sequence[str],
+        selected: NDArray[np.intp],
+        score: Floats,
+        thr_row: Floats,
+        report: Floats | None,
+    ) -> list[Finding]:
+        """The per-reading path, for the few devices that need it; `ThresholdState.step`
+        in milliseconds."""
+        sel_dev = rows.dev[selected]
+        d_l: list[int] = sel_dev.tolist()
+        t_l: list[int] = rows.ts[selected].tolist()
+        s_l: list[float] = score[selected].tolist()
+        th_l: list[float] = thr_row[selected].tolist()
+        r_l: list[float] | None = None if report is None else report[selected].tolist()
+        conf_l: list[int] = self.confirm_ms[sel_dev].tolist()
+        clear_l: list[int] = self.clear_ms[sel_dev].tolist()
+        hyst_l: list[float] = self.hyst[sel_dev].tolist()
+        step = getattr(self.rule, "update_step", 1.0)
+        episodes = self.episodes
+        out: list[Finding] = []
+        for j, d in enumerate(d_l):
+            ep = episodes.get(d)
+            if ep is None:
+                ep = episodes[d] = _Episode()
+            t = t_l[j]
+            phase = ep.step(t, s_l[j], th_l[j], conf_l[j], hyst_l[j], clear_l[j], step)
+            if phase is None:
+                continue
+            out.append(self._finding(ids[d], ep, phase, t, th_l[j], r_l[j] if r_l else None))
+            if phase == "cleared":
+                ep.active = False
+                ep.above_since = None
+                ep.below_since = None
+        for d in set(d_l):
+            ep = episodes[d]
+            if ep.active or ep.above_since is not None:
+                self.open[d] = True
+            else:
+                self.open[d] = False
+                del episodes[d]
+        return out
+
+    def _finding(
+        self, device_id: str, ep: _Episode, phase: Phase, t: int, thr: float, value: float | None
+    ) -> Finding:
+        assert ep.above_since is not None
+        level = self.reports_level
+        return Finding(
+            rule=self.rule.name,
+            device_id=device_id,
+            severity=self.rule.severity,
+            phase=phase,
+            episode_start=from_ms(ep.above_since),
+            at=from_ms(t),
+            title=self.rule.title,
+            value=value,
+            peak=self.sign * ep.peak if level else None,
+            threshold=self.sign * thr if level else None,
+        )
+
+
+def _grown(array: NDArray[Any], n: int, fill: object) -> NDArray[Any]:
+    if len(array) >= n:
+        return array[:n]
+    out = np.empty(n, array.dtype)
+    out[: len(array)] = array
+    out[len(array) :] = fill
+    return out
+
+
+def _attribute(profile: DeviceProfile, name: str | None) -> float:
+    if name is None:
+        return float("nan")
+    value = profile.attributes.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
+
+
+class _Level(_Compiled):
+    rule: LevelRule
+
+    def __init__(self, rule: LevelRule, policy: TierPolicy, order: int) -> None:
+        super().__init__(rule, policy, order)
+        self.sign = 1.0 if rule.direction == "above" else -1.0
+        self.factor: Floats = np.zeros(0)
+        self.level: Floats = np.zeros(0)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        rule = self.rule
+        self.factor = params_threshold.copy()
+        if rule.threshold_field is None and rule.threshold_attribute is None:
+            self.level = self.factor.copy()
+        else:
+            rated = np.array([_attribute(p, rule.threshold_attribute) for p in profiles])
+            self.level = self.factor * rated.reshape(len(profiles))
+        # disabled devices never reach a threshold
+        self.level[~self.enabled] = np.nan
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        value = rows.column(self.rule.field)
+        if value is None:
+            return None
+        thr = self.level[rows.dev]
+        if self.rule.threshold_field is not None:
+            rated = rows.column(self.rule.threshold_field)
+            if rated is not None:
+                from_reading = self.factor[rows.dev] * rated
+                from_reading[~self.enabled[rows.dev]] = np.nan
+                thr = np.where(np.isnan(rated), thr, from_reading)
+        score = np.where(np.isnan(thr), np.nan, value)
+        if self.sign < 0:
+            return -score, -thr, value
+        return score, thr, value
+
+
+class _Condition(_Compiled):
+    rule: ConditionRule
+    reports_level = False
+
+    def __init__(self, rule: ConditionRule, policy: TierPolicy, order: int) -> None:
+        super().__init__(rule, policy, order)
+        self.rhs: dict[int, Floats] = {}
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        clauses = (*self.rule.all, *self.rule.any)
+        for i, clause in enumerate(clauses):
+            if clause.value is not None:
+                self.rhs[i] = np.full(len(profiles), clause.value)
+            else:
+                self.rhs[i] = np.array([_rhs(clause, p) for p in profiles], np.float64)
+        self.thr = np.where(self.enabled, 0.5, np.nan)
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        rule = self.rule
+        clauses = (*rule.all, *rule.any)
+        columns = [rows.column(c.field) for c in clauses]
+        present = [c for c in columns if c is not None]
+        if len(present) < len(columns):
+            return None
+        absent = np.zeros(len(rows), np.bool_)
+        for col in {id(c): c for c in present}.values():
+            absent |= np.isnan(col)
+        holds = np.ones(len(rows), np.bool_)
+        anyof = np.zeros(len(rows), np.bool_) if rule.any else None
+        with np.errstate(invalid="ignore"):
+            for i, (clause, col) in enumerate(zip(clauses, present, strict=True)):
+                result = _compare(col, clause, self.rhs[i][rows.dev])
+                if i < len(rule.all):
+                    holds &= result
+                elif anyof is not None:
+                    anyof |= result
+        if anyof is not None:
+            holds &= anyof
+        score = holds.astype(np.float64)
+        score[absent] = np.nan
+        thr = self.thr[rows.dev]
+        report = rows.column(rule.report_field) if rule.report_field else None
+        return score, thr, report
+
+
+def _rhs(clause: Clause, profile: DeviceProfile) -> float:
+    value = _attribute(profile, clause.attribute)
+    if np.isnan(value):
+        return float("nan") if clause.default is None else clause.default
+    return clause.factor * value
+
+
+_OPS: dict[str, np.ufunc] = {
+    ">=": np.greater_equal,
+    ">": np.greater,
+    "<=": np.less_equal,
+    "<": np.less,
+    "==": np.equal,
+    "!=": np.not_equal,
+}
+
+
+def _compare(col: Floats, clause: Clause, rhs: Floats) -> Bools:
+    return np.asarray(_OPS[clause.op](col, rhs), np.bool_)
+
+
+class _Rate(_Compiled):
+    """Rising rate over a sliding event-time window. The readings of the last window are
+    carried from batch to batch (and in checkpoints) so a rise spanning batches counts."""
+
+    rule: RateRule
+
+    def __init__(self, rule: RateRule, policy: TierPolicy, order: int) -> None:
+        super().__init__(rule, policy, order)
+        self.tail_dev: Ints = np.empty(0, np.int64)
+        self.tail_ts: Ints = np.empty(0, np.int64)
+        self.tail_v: Floats = np.empty(0)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        self.thr = np.where(self.enabled, params_threshold, np.nan)
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        value = rows.column(self.rule.field)
+        if value is None:
+            return None
+        picked = np.flatnonzero(~np.isnan(value) & self.enabled[rows.dev])
+        if picked.size == 0:
+            return None
+        n_tail = len(self.tail_dev)
+        cd = np.concatenate([self.tail_dev, rows.dev[picked].astype(np.int64)])
+        ct = np.concatenate([self.tail_ts, rows.ts[picked]])
+        cv = np.concatenate([self.tail_v, value[picked]])
+        # carried readings of a device precede its new ones (all newer), and a stable sort
+        # by device keeps that order
+        o = np.argsort(cd, kind="stable")
+        cd, ct, cv = cd[o], ct[o], cv[o]
+        m = len(cd)
+        first = np.ones(m, np.bool_)
+        first[1:] = cd[1:] != cd[:-1]
+        positions = np.arange(m)
+        group_start = np.maximum.accumulate(np.where(first, positions, 0))
+        window = round(self.rule.window_s * 1000)
+        key = (cd << _DEV_SHIFT) + (ct - ct.min())
+        start = np.maximum(np.searchsorted(key, key - window, side="left"), group_start)
+        span = ct - ct[start]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = (cv - cv[start]) * 60_000.0 / span
+        rate[span < round(self.rule.min_span_s * 1000)] = np.nan
+        new = o >= n_tail
+        score = np.full(len(rows), np.nan)
+        score[picked[o[new] - n_tail]] = rate[new]
+        last = np.ones(m, np.bool_)
+        last[:-1] = first[1:]
+        group = np.cumsum(first) - 1
+        keep = ct >= ct[last][group] - window
+        self.tail_dev, self.tail_ts, self.tail_v = cd[keep], ct[keep], cv[keep]
+        return score, self.thr[rows.dev], score
+
+    def extra_snapshot(self, device: int) -> dict[str, Any]:
+        mine = self.tail_dev == device
+        return {
+            "window": [
+                [t, v]
+                for t, v in zip(
+                    self.tail_ts[mine].tolist(), self.tail_v[mine].tolist(), strict=True
+                )
+            ]
+        }
+
+    def extra_restore(self, device: int, data: dict[str, Any]) -> None:
+        others = self.tail_dev != device
+        points = data.get("window") or []
+        self.tail_dev = np.concatenate([self.tail_dev[others], np.full(len(points), device)])
+        self.tail_ts = np.concatenate(
+            [self.tail_ts[others], np.array([int(p[0]) for p in points], np.int64)]
+        )
+        self.tail_v = np.concatenate(
+            [self.tail_v[others], np.array([float(p[1]) for p in points], np.float64)]
+        )
+
+
+class _Stuck(_Compiled):
+    """Flat line: run lengths of identical values, carried across batches per device."""
+
+    rule: StuckRule
+    reports_level = False
+
+    def __init__(self, rule: StuckRule, policy: TierPolicy, order: int) -> None:
+        super().__init__(rule, policy, order)
+        self.run_value: Floats = np.zeros(0)
+        self.run_start: Ints = np.zeros(0, np.int64)
+        self.run_count: Ints = np.zeros(0, np.int64)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        n = len(profiles)
+        self.thr = np.where(self.enabled, 0.5, np.nan)
+        self.run_value = _grown(self.run_value, n, fill=np.nan)
+        self.run_start = _grown(self.run_start, n, fill=0)
+        self.run_count = _grown(self.run_count, n, fill=0)
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        value = rows.column(self.rule.field)
+        if value is None:
+            return None
+        picked = np.flatnonzero(~np.isnan(value) & self.enabled[rows.dev])
+        if picked.size == 0:
+            return None
+        d, t, x = rows.dev[picked], rows.ts[picked], value[picked]
+        m = len(d)
+        first = np.ones(m, np.bool_)
+        first[1:] = d[1:] != d[:-1]
+        prev = np.empty(m)
+        prev[1:] = x[:-1]
+        prev[first] = self.run_value[d[first]]
+        same = x == prev
+        positions = np.arange(m)
+        start_at = np.maximum.accumulate(np.where(first | ~same, positions, 0))
+        carried = (first & same)[start_at]
+        count = positions - start_at + 1 + np.where(carried, self.run_count[d], 0)
+        since = np.where(carried, self.run_start[d], t[start_at])
+        stuck = (count >= self.rule.min_readings) & (
+            t - since >= round(self.rule.min_duration_s * 1000)
+        )
+        if self.rule.min_value is not None:
+            stuck &= x >= self.rule.min_value
+        last = np.ones(m, np.bool_)
+        last[:-1] = first[1:]
+        self.run_value[d[last]] = x[last]
+        self.run_start[d[last]] = since[last]
+        self.run_count[d[last]] = count[last]
+        score = np.full(len(rows), np.nan)
+        score[picked] = stuck
+        return score, self.thr[rows.dev], value
+
+    def extra_snapshot(self, device: int) -> dict[str, Any]:
+        v = float(self.run_value[device])
+        if np.isnan(v):
+            return {}
+        return {
+            "run": [v, int(self.run_start[device]), int(self.run_count[device])],
+        }
+
+    def extra_restore(self, device: int, data: dict[str, Any]) -> None:
+        run = data.get("run")
+        if run:
+            self.run_value[device] = float(run[0])
+            self.run_start[device] = int(run[1])
+            self.run_count[device] = int(run[2])
+
+
+class _SeqGap(_Compiled):
+    rule: SeqGapRule
+
+    def __init__(self, rule: SeqGapRule, policy: TierPolicy, order: int) -> None:
+        super().__init__(rule, policy, order)
+        self.last_seq: Ints = np.zeros(0, np.int64)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+        self.thr = np.where(self.enabled, params_threshold, np.nan)
+        self.last_seq = _grown(self.last_seq, len(profiles), fill=-1)
+
+    def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
+        seq = rows.seq()
+        prev = np.empty(len(seq), np.int64)
+        prev[1:] = seq[:-1]
+        prev[rows.first] = self.last_seq[rows.dev[rows.first]]
+        missing = seq - prev - 1
+        # unknown predecessor, or a restarted device counting from zero again
+        missing[(prev < 0) | (missing < 0)] = 0
+        self.last_seq[rows.dev[rows.last]] = seq[rows.last]
+        score = missing.astype(np.float64)
+        score[~self.enabled[rows.dev]] = np.nan
+        return score, self.thr[rows.dev], score
+
+    def extra_snapshot(self, device: int) -> dict[str, Any]:
+        return {"last_seq": int(self.last_seq[device])}
+
+    def extra_restore(self, device: int, data: dict[str, Any]) -> None:
+        if "last_seq" in data:
+            self.last_seq[device] = int(data["last_seq"])
+
+
+def _compile(rule: Rule, policy: TierPolicy, order: int) -> _Compiled | None:
+    if isinstance(rule, LevelRule):
+        return _Level(rule, policy, order)
+    if isinstance(rule, ConditionRule):
+        return _Condition(rule, policy, order)
+    if isinstance(rule, RateRule):
+        return _Rate(rule, policy, order)
+    if isinstance(rule, StuckRule):
+        return _Stuck(rule, policy, order)
+    if isinstance(rule, SeqGapRule):
+        return _SeqGap(rule, policy, order)
+    assert isinstance(rule, FlappingRule)
+    return None  # judged from status changes by FlappingDetector
+
+
+class ScalarEngine:
+    """Every scalar rule of the given packs, for the given devices.
+
+    `feed` takes batches in commit order and returns findings in event order. Devices not
+    given at construction are added when first seen, with only the rules for every device
+    ('*': device health)."""
+
+    def __init__(
+        self,
+        packs: Iterable[RulePack],
+        devices: Iterable[DeviceProfile] = (),
+        overrides: Sequence[Override] = (),
+        only: Collection[str] | None = None,
+    ) -> None:
+        """`only`: rule names to run (default: every enabled rule of the packs)."""
+        self._overrides = tuple(overrides)
+        self._rules: list[_Compiled] = []
+        for pack in packs:
+            for rule in pack.rules:
+                if only is not None and rule.name not in only:
+                    continue
+                compiled = _compile(rule, pack.tiers, len(self._rules))
+                if compiled is not None:
+                    self._rules.append(compiled)
+        if only is not None:
+            missing = set(only) - {c.rule.name for c in self._rules}
+            if missing:
+                raise KeyError(f"no scalar rule named {sorted(missing)}")
+        self._profiles: list[DeviceProfile] = []
+        self._index: dict[str, int] = {}
+        self._last_ts: Ints = np.zeros(0, np.int64)
+        self._known: Bools = np.zeros(0, np.bool_)
+        self.set_devices(devices)
+
+    @property
+    def rules(self) -> list[str]:
+        return [c.rule.name for c in self._rules]
+
+    def set_devices(self, devices: Iterable[DeviceProfile]) -> None:
+        """Add devices or change their profiles (registry reloaded); state is kept."""
+        for profile in devices:
+            at = self._index.get(profile.id)
+            if at is None:
+                self._index[profile.id] = len(self._profiles)
+                self._profiles.append(profile)
+            else:
+                self._profiles[at] = profile
+        self._recompile()
+
+    def _recompile(self) -> None:
+        n = len(self._profiles)
+        self._last_ts = _grown(self._last_ts, n, fill=NO_TS)
+        self._known = _grown(self._known, n, fill=False)
+        for compiled in self._rules:
+            compiled.compile(self._profiles, self._overrides)
+
+    def _indices(self, device_ids: Sequence[str]) -> NDArray[np.int32]:
+        unknown = [d for d in dict.fromkeys(device_ids) if d not in self._index]
+        if unknown:
+            self.set_devices(DeviceProfile(d, None) for d in unknown)
+        return np.array([self._index[d] for d in device_ids], np.int32)
+
+    def known(self, device_id: str) -> bool:
+        """Whether this engine has state for the device (fed or restored)."""
+        at = self._index.get(device_id)
+        return at is not None and bool(self._known[at])
+
+    def feed(self, batch: ReadingBatch) -> list[Finding]:
+        if len(batch) == 0:
+            return []
+        dev = self._indices(batch.device_ids)[batch.device]
+        order = np.lexsort((batch.ts_ms, dev))
+        dev = dev[order]
+        ts = batch.ts_ms[order]
+        stale = ts <= self._last_ts[dev]
+        stale[1:] |= (dev[1:] == dev[:-1]) & (ts[1:] == ts[:-1])
+        if stale.any():
+            fresh = np.flatnonzero(~stale)
+            order, dev = order[fresh], dev[fresh]
+        if len(order) == 0:
+            return []
+        rows = _Rows(batch, dev, order)
+        self._last_ts[dev[rows.last]] = rows.ts[rows.last]
+        self._known[dev[rows.last]] = True
+        ids = [p.id for p in self._profiles]
+        findings: list[tuple[datetime, str, int, Finding]] = []
+        for compiled in self._rules:
+            for f in compiled.run(rows, ids):
+                findings.append((f.at, f.device_id, compiled.order, f))
+        findings.sort(key=lambda item: item[:3])
+        return [f for *_, f in findings]
+
+    def snapshot(self, device_id: str) -> dict[str, Any]:
+        """The device's state as JSON-able plain data, for a checkpoint."""
+        at = self._index[device_id]
+        last = int(self._last_ts[at])
+        rules: dict[str, Any] = {}
+        for compiled in self._rules:
+            data = compiled.extra_snapshot(at)
+            episode = compiled.episodes.get(at)
+            if episode is not None:
+                data["episode"] = episode.to_data()
+            if data:
+                rules[compiled.rule.name] = data
+        return {
+            "version": SNAPSHOT_VERSION,
+            "last_ts_ms": None if last == NO_TS else last,
+            "rules": rules,
+        }
+
+    def restore(self, device_id: str, data: dict[str, Any]) -> None:
+        """Resume a device from a checkpoint; rules missing from it start afresh. Accepts
+        the checkpoints of `GasDetector` (by rule name) as well."""
+        if "version" not in data:
+            data = _from_threshold_states(data)
+        at = int(self._indices([device_id])[0])
+        last = data.get("last_ts_ms")
+        self._last_ts[at] = NO_TS if last is None else int(last)
+        self._known[at] = True
+        saved: dict[str, Any] = data.get("rules") or {}
+        for compiled in self._rules:
+            state = saved.get(compiled.rule.name) or {}
+            compiled.episodes.pop(at, None)
+            compiled.open[at] = False
+            if "episode" in state:
+                episode = _Episode.from_data(state["episode"])
+                compiled.episodes[at] = episode
+                compiled.open[at] = episode.active or episode.above_since is not None
+            compiled.extra_restore(at, state)
+
+
+def _from_threshold_states(data: dict[str, Any]) -> dict[str, Any]:
+    """A `GasDetector` checkpoint ({rule: ThresholdState.snapshot()}) in this engine's form."""
+
+    def ms(value: object) -> int | None:
+        return to_ms(datetime.fromisoformat(value)) if isinstance(value, str) else None
+
+    last: int | None = None
+    rules: dict[str, Any] = {}
+    for name, state in data.items():
+        if not isinstance(state, dict):
+            continue
+        seen = ms(state.get("last_ts"))
+        if seen is not None:
+            last = seen if last is None else max(last, seen)
+        rules[name] = {
+            "episode": {
+                "above_since_ms": ms(state.get("above_since")),
+                "active": bool(state.get("active", False)),
+                "below_since_ms": ms(state.get("below_since")),
+                "peak": state.get("peak") or 0.0,
+                "reported_peak": state.get("reported_peak") or 0.0,
+            }
+        }
+    return {"version": SNAPSHOT_VERSION, "last_ts_ms": last, "rules": rules}
