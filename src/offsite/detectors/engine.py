@@ -434,28 +434,41 @@ class _Rate(_Compiled):
         cd = np.concatenate([self.tail_dev, rows.dev[picked].astype(np.int64)])
         ct = np.concatenate([self.tail_ts, rows.ts[picked]])
         cv = np.concatenate([self.tail_v, value[picked]])
-        # carried readings of a device precede its new ones (all newer), and a stable sort
-        # by device keeps that order
+        # carried readings of a device precede its new ones (all newer): a stable sort by
+        # device keeps that order, and merges two sorted runs in linear time
         o = np.argsort(cd, kind="stable")
         cd, ct, cv = cd[o], ct[o], cv[o]
         m = len(cd)
         first = np.ones(m, np.bool_)
         first[1:] = cd[1:] != cd[:-1]
-        positions = np.arange(m)
-        group_start = np.maximum.accumulate(np.where(first, positions, 0))
+        starts = np.flatnonzero(first)
+        group = np.cumsum(first) - 1
         window = round(self.rule.window_s * 1000)
-        key = (cd << _DEV_SHIFT) + (ct - ct.min())
-        start = np.maximum(np.searchsorted(key, key - window, side="left"), group_start)
-        span = ct - ct[start]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = (cv - cv[start]) * 60_000.0 / span
-        rate[span < round(self.rule.min_span_s * 1000)] = np.nan
-        new = o >= n_tail
+        min_span = round(self.rule.min_span_s * 1000)
         score = np.full(len(rows), np.nan)
-        score[picked[o[new] - n_tail]] = rate[new]
+        # a device can only reach the rate if its values span the rise it needs over the
+        # shortest span judged; most devices are flat and skip the window search
+        spread = np.maximum.reduceat(cv, starts) - np.minimum.reduceat(cv, starts)
+        need = self.thr[cd[starts]] * min_span / 60_000.0
+        candidate = (spread >= need)[group]
+        if candidate.any():
+            at = np.flatnonzero(candidate)
+            key = (cd[at] << _DEV_SHIFT) + (ct[at] - ct.min())
+            group_start = np.searchsorted(at, starts[group[at]], side="left")
+            start = np.maximum(np.searchsorted(key, key - window, side="left"), group_start)
+            span = ct[at] - ct[at][start]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = (cv[at] - cv[at][start]) * 60_000.0 / span
+            rate[span < min_span] = np.nan
+            new = o[at] >= n_tail
+            score[picked[o[at][new] - n_tail]] = rate[new]
+            unjudged = ~candidate & (o >= n_tail)
+        else:
+            unjudged = o >= n_tail
+        # below the rate, not absent: an open episode must see these readings to clear
+        score[picked[o[unjudged] - n_tail]] = 0.0
         last = np.ones(m, np.bool_)
         last[:-1] = first[1:]
-        group = np.cumsum(first) - 1
         keep = ct >= ct[last][group] - window
         self.tail_dev, self.tail_ts, self.tail_v = cd[keep], ct[keep], cv[keep]
         return score, self.thr[rows.dev], score
@@ -670,9 +683,7 @@ class ScalarEngine:
         if len(batch) == 0:
             return []
         dev = self._indices(batch.device_ids)[batch.device]
-        order = np.lexsort((batch.ts_ms, dev))
-        dev = dev[order]
-        ts = batch.ts_ms[order]
+        order, dev, ts = _by_device_and_time(dev, batch.ts_ms)
         stale = ts <= self._last_ts[dev]
         stale[1:] |= (dev[1:] == dev[:-1]) & (ts[1:] == ts[:-1])
         if stale.any():
@@ -728,6 +739,19 @@ class ScalarEngine:
                 compiled.episodes[at] = episode
                 compiled.open[at] = episode.active or episode.above_since is not None
             compiled.extra_restore(at, state)
+
+
+def _by_device_and_time(
+    dev: NDArray[np.int32], ts: Ints
+) -> tuple[NDArray[np.intp], NDArray[np.int32], Ints]:
+    """Stable order by (device, time). Gateways mostly see each device's readings in time
+    order, so a stable sort by device alone usually suffices and is checked."""
+    order = np.argsort(dev, kind="stable")
+    d, t = dev[order], ts[order]
+    if len(t) > 1 and not np.all((t[1:] >= t[:-1]) | (d[1:] != d[:-1])):
+        order = np.lexsort((ts, dev))
+        d, t = dev[order], ts[order]
+    return order, d, t
 
 
 def _from_threshold_states(data: dict[str, Any]) -> dict[str, Any]:
