@@ -10,7 +10,11 @@ from offsite.detectors.rulepack import builtin_packs
 
 def test_scalar_bench_reports_every_family_and_rule() -> None:
     result = json.loads(
-        json.dumps(run_scalar_bench(readings=20_000, devices=200, baseline_readings=2_000))
+        json.dumps(
+            run_scalar_bench(
+                readings=20_000, devices=200, episode_share=0.05, baseline_readings=2_000
+            )
+        )
     )
     assert result["target_readings_per_s"] == TARGET_READINGS_PER_S
     families = result["families"]
