@@ -322,6 +322,21 @@ def load_overrides(path: str | Path) -> tuple[Override, ...]:
     return _OverrideFile.model_validate(data).overrides
 
 
+def retune(pack: RulePack, rule_name: str, **changes: object) -> RulePack:
+    """The pack with one rule's fields changed (validated like the file), for trying a
+    threshold on every device before writing it into a pack."""
+    rules = []
+    found = False
+    for rule in pack.rules:
+        if rule.name == rule_name:
+            found = True
+            rule = type(rule).model_validate({**rule.model_dump(), **changes})  # noqa: PLW2901
+        rules.append(rule)
+    if not found:
+        raise KeyError(f"pack {pack.name!r} has no rule {rule_name!r}")
+    return pack.model_copy(update={"rules": tuple(rules)})
+
+
 def find_rule(packs: Iterable[RulePack], name: str) -> tuple[RulePack, Rule]:
     for pack in packs:
         for rule in pack.rules:
