@@ -255,3 +255,15 @@ def test_batch_from_payload_models_codes_fields() -> None:
 def test_elevator_payloads_are_strict(payload: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ElevatorReading.model_validate({"ts": 0, "seq": 0} | payload)
+
+
+def test_registry_changes_recompile_and_keep_state() -> None:
+    engine = ScalarEngine([load_pack("gas")], [DeviceProfile("a", "gas_detector", "s", "A")])
+    assert engine.feed(batch(series("a", "lel_pct", [24.0] * 5))) == []
+    engine.feed(batch(series("new", "lel_pct", [1.0])))  # unregistered: appended
+    engine.set_devices([DeviceProfile("a", "gas_detector", "s", "D")])  # tier raised
+    found = engine.feed(batch(series("a", "lel_pct", [24.0] * 8, start=5)))
+    # 24 %LEL was below A's 25 and is above D's 21.25 from t = 5; D confirms in 6 s
+    assert [(f.rule, f.phase, f.at) for f in found] == [("gas.lel.level1", "opened", at(11))]
+    assert engine.known("a")
+    assert engine.known("new")

@@ -28,6 +28,7 @@ from offsite.detectors.rulepack import (
     FlappingRule,
     LevelRule,
     Override,
+    Params,
     RateRule,
     Rule,
     RulePack,
@@ -179,19 +180,48 @@ class _Compiled:
         self.clear_ms: Ints = np.zeros(0, np.int64)
         self.hyst: Floats = np.zeros(0)
 
-    def compile(self, profiles: Sequence[DeviceProfile], overrides: Sequence[Override]) -> None:
-        params = [resolve(self.rule, self.policy, p, overrides) for p in profiles]
-        n = len(profiles)
-        self.enabled = np.fromiter((p.enabled for p in params), np.bool_, n)
-        self.thr = np.fromiter((p.threshold for p in params), np.float64, n)
-        self.confirm_ms = np.fromiter((round(p.confirm_s * 1000) for p in params), np.int64, n)
-        self.clear_ms = np.fromiter((round(p.clear_s * 1000) for p in params), np.int64, n)
-        self.hyst = np.fromiter((p.hysteresis for p in params), np.float64, n)
-        self.open = _grown(self.open, n, fill=False)
-        self._compile_extra(profiles, params_threshold=self.thr)
+    def compile(
+        self, profiles: Sequence[DeviceProfile], overrides: Sequence[Override], start: int
+    ) -> None:
+        """Resolve the parameters of `profiles[start:]` (earlier ones are unchanged)."""
+        mine = [o for o in overrides if o.rule == self.rule.name]
+        subjects = {o.subject_id for o in mine}
+        devices = {o.device_id for o in mine}
+        # devices alike in kind, tier and (absent) overrides share their parameters, so a
+        # registry of many thousand devices resolves in a few hundred calls
+        cache: dict[tuple[object, ...], Params] = {}
+        params: list[Params] = []
+        for p in profiles[start:]:
+            key = (
+                p.kind,
+                p.risk_tier,
+                p.subject_id if p.subject_id in subjects else None,
+                p.id if p.id in devices else None,
+            )
+            got = cache.get(key)
+            if got is None:
+                got = cache[key] = resolve(self.rule, self.policy, p, mine)
+            params.append(got)
+        n = len(params)
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
-        """Per-device arrays a rule kind needs beyond the common ones."""
+        def extend(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
+            return np.concatenate([old[:start], new])
+
+        self.enabled = extend(self.enabled, np.fromiter((p.enabled for p in params), np.bool_, n))
+        self.thr = extend(self.thr, np.fromiter((p.threshold for p in params), np.float64, n))
+        self.confirm_ms = extend(
+            self.confirm_ms, np.fromiter((round(p.confirm_s * 1000) for p in params), np.int64, n)
+        )
+        self.clear_ms = extend(
+            self.clear_ms, np.fromiter((round(p.clear_s * 1000) for p in params), np.int64, n)
+        )
+        self.hyst = extend(self.hyst, np.fromiter((p.hysteresis for p in params), np.float64, n))
+        self.open = _grown(self.open, len(profiles), fill=False)
+        self._compile_extra(profiles, start)
+
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
+        """Per-device arrays a rule kind needs beyond the common ones; `self.thr` holds the
+        resolved thresholds of every device when this is called."""
 
     def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
         """(score, threshold, reported value) per row, or None when nothing is judged."""
@@ -312,16 +342,18 @@ class _Level(_Compiled):
         super().__init__(rule, policy, order)
         self.sign = 1.0 if rule.direction == "above" else -1.0
         self.factor: Floats = np.zeros(0)
+        self.rated: Floats = np.zeros(0)
         self.level: Floats = np.zeros(0)
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
         rule = self.rule
-        self.factor = params_threshold.copy()
+        self.factor = self.thr.copy()
         if rule.threshold_field is None and rule.threshold_attribute is None:
             self.level = self.factor.copy()
         else:
-            rated = np.array([_attribute(p, rule.threshold_attribute) for p in profiles])
-            self.level = self.factor * rated.reshape(len(profiles))
+            rated = [_attribute(p, rule.threshold_attribute) for p in profiles[start:]]
+            self.rated = np.concatenate([self.rated[:start], np.array(rated, np.float64)])
+            self.level = self.factor * self.rated
         # disabled devices never reach a threshold
         self.level[~self.enabled] = np.nan
 
@@ -350,13 +382,14 @@ class _Condition(_Compiled):
         super().__init__(rule, policy, order)
         self.rhs: dict[int, Floats] = {}
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
         clauses = (*self.rule.all, *self.rule.any)
         for i, clause in enumerate(clauses):
             if clause.value is not None:
                 self.rhs[i] = np.full(len(profiles), clause.value)
             else:
-                self.rhs[i] = np.array([_rhs(clause, p) for p in profiles], np.float64)
+                new = np.array([_rhs(clause, p) for p in profiles[start:]], np.float64)
+                self.rhs[i] = np.concatenate([self.rhs.get(i, np.zeros(0))[:start], new])
         self.thr = np.where(self.enabled, 0.5, np.nan)
 
     def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
@@ -420,8 +453,8 @@ class _Rate(_Compiled):
         self.tail_ts: Ints = np.empty(0, np.int64)
         self.tail_v: Floats = np.empty(0)
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
-        self.thr = np.where(self.enabled, params_threshold, np.nan)
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
+        self.thr = np.where(self.enabled, self.thr, np.nan)
 
     def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
         value = rows.column(self.rule.field)
@@ -508,7 +541,7 @@ class _Stuck(_Compiled):
         self.run_start: Ints = np.zeros(0, np.int64)
         self.run_count: Ints = np.zeros(0, np.int64)
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
         n = len(profiles)
         self.thr = np.where(self.enabled, 0.5, np.nan)
         self.run_value = _grown(self.run_value, n, fill=np.nan)
@@ -572,8 +605,8 @@ class _SeqGap(_Compiled):
         super().__init__(rule, policy, order)
         self.last_seq: Ints = np.zeros(0, np.int64)
 
-    def _compile_extra(self, profiles: Sequence[DeviceProfile], params_threshold: Floats) -> None:
-        self.thr = np.where(self.enabled, params_threshold, np.nan)
+    def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
+        self.thr = np.where(self.enabled, self.thr, np.nan)
         self.last_seq = _grown(self.last_seq, len(profiles), fill=-1)
 
     def scores(self, rows: _Rows) -> tuple[Floats, Floats, Floats | None] | None:
@@ -652,21 +685,20 @@ class ScalarEngine:
 
     def set_devices(self, devices: Iterable[DeviceProfile]) -> None:
         """Add devices or change their profiles (registry reloaded); state is kept."""
+        start = len(self._profiles)
         for profile in devices:
             at = self._index.get(profile.id)
             if at is None:
                 self._index[profile.id] = len(self._profiles)
                 self._profiles.append(profile)
-            else:
+            elif self._profiles[at] != profile:
                 self._profiles[at] = profile
-        self._recompile()
-
-    def _recompile(self) -> None:
+                start = min(start, at)
         n = len(self._profiles)
         self._last_ts = _grown(self._last_ts, n, fill=NO_TS)
         self._known = _grown(self._known, n, fill=False)
         for compiled in self._rules:
-            compiled.compile(self._profiles, self._overrides)
+            compiled.compile(self._profiles, self._overrides, start)
 
     def _indices(self, device_ids: Sequence[str]) -> NDArray[np.int32]:
         unknown = [d for d in dict.fromkeys(device_ids) if d not in self._index]
