@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from offsite.detectors.batch import from_ms
 from offsite.detectors.engine import ScalarEngine
+from offsite.detectors.findings import Finding
 from offsite.detectors.gas import GasDetector, GasLevels
 from offsite.detectors.rulepack import DeviceProfile, Override, load_pack
+from offsite.detectors.threshold import ThresholdRule, ThresholdState
 from tests.scalar import T0, at, batch, series
 
 LEVELS = ("gas.lel.level1", "gas.lel.level2")
@@ -144,3 +147,52 @@ def test_same_findings_as_gas_detector_on_random_series(seed: int) -> None:
         if new.known(device):
             last = new.snapshot(device)["last_ts_ms"]
             assert from_ms(last) == old._states[device][0].last_ts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rising_rate_equals_a_naive_window_search(seed: int) -> None:
+    """Readings every second (so no episode can be open while a window is still short);
+    the engine's pre-filtered vector search against a reading-by-reading one."""
+    rule = ThresholdRule(
+        "gas.lel.rising", "yellow", 5.0, timedelta(0), 1.0, timedelta(seconds=60), "", 5.0
+    )
+    rng = random.Random(seed)
+    values = {d: [0.0] for d in "ab"}
+    for d in "ab":
+        for _ in range(299):
+            jump = rng.choice([0.0, 0.1, -0.1, 0.3, 1.5, -1.0])
+            values[d].append(max(0.0, values[d][-1] + jump))
+    expected = []
+    for d in "ab":
+        state = ThresholdState()
+        for i, v in enumerate(values[d]):
+            j = max(0, i - 60)  # oldest reading within 60 s
+            if i - j < 20:
+                continue
+            rate = (v - values[d][j]) * 60.0 / (i - j)
+            found = state.step(rule, d, at(i), rate)
+            if found is not None:
+                expected.append(found)
+    expected.sort(key=lambda f: (f.at, f.device_id))
+    engine = ScalarEngine(
+        [load_pack("gas")],
+        [DeviceProfile(d, "gas_detector") for d in "ab"],
+        only=["gas.lel.rising"],
+    )
+    got = []
+    i = 0
+    while i < 300:
+        n = rng.randint(1, 40)
+        rows = [
+            (d, float(k), {"lel_pct": values[d][k]})
+            for k in range(i, min(i + n, 300))
+            for d in "ab"
+        ]
+        got += engine.feed(batch(rows))
+        i += n
+
+    def plain(f: Finding) -> tuple[object, ...]:
+        return (f.device_id, f.phase, f.episode_start, f.at, round(f.value or 0.0, 9))
+
+    assert [plain(f) for f in got] == [plain(f) for f in expected]
+    assert any(f.phase == "opened" for f in got)

@@ -479,25 +479,23 @@ class _Rate(_Compiled):
         window = round(self.rule.window_s * 1000)
         min_span = round(self.rule.min_span_s * 1000)
         score = np.full(len(rows), np.nan)
-        # a device can only reach the rate if its values span the rise it needs over the
-        # shortest span judged; most devices are flat and skip the window search
-        spread = np.maximum.reduceat(cv, starts) - np.minimum.reduceat(cv, starts)
-        need = self.thr[cd[starts]] * min_span / 60_000.0
-        candidate = (spread >= need)[group]
-        if candidate.any():
-            at = np.flatnonzero(candidate)
-            key = (cd[at] << _DEV_SHIFT) + (ct[at] - ct.min())
-            group_start = np.searchsorted(at, starts[group[at]], side="left")
-            start = np.maximum(np.searchsorted(key, key - window, side="left"), group_start)
-            span = ct[at] - ct[at][start]
+        # A reading can only reach the rate (or stay within the hysteresis of an open
+        # episode) if it stands that far above its device's lowest value in reach. Most
+        # readings do not, and skip the window search; they are judged below the rate.
+        floor = np.minimum.reduceat(cv, starts)
+        lowest = np.maximum(self.thr - self.hyst, 0.0)[cd[starts]]
+        candidate = cv >= (floor + lowest * min_span / 60_000.0)[group]
+        q = np.flatnonzero(candidate)
+        if q.size:
+            key = (cd << _DEV_SHIFT) + (ct - ct.min())
+            start = np.maximum(np.searchsorted(key, key[q] - window), starts[group[q]])
+            span = ct[q] - ct[start]
             with np.errstate(invalid="ignore", divide="ignore"):
-                rate = (cv[at] - cv[at][start]) * 60_000.0 / span
+                rate = (cv[q] - cv[start]) * 60_000.0 / span
             rate[span < min_span] = np.nan
-            new = o[at] >= n_tail
-            score[picked[o[at][new] - n_tail]] = rate[new]
-            unjudged = ~candidate & (o >= n_tail)
-        else:
-            unjudged = o >= n_tail
+            new = o[q] >= n_tail
+            score[picked[o[q][new] - n_tail]] = rate[new]
+        unjudged = ~candidate & (o >= n_tail)
         # below the rate, not absent: an open episode must see these readings to clear
         score[picked[o[unjudged] - n_tail]] = 0.0
         last = np.ones(m, np.bool_)
