@@ -53,6 +53,8 @@ def test_gas_rising_rate_fires_once_the_window_spans_enough() -> None:
     found = detector.feed(batch(series("d", "lel_pct", rising)))
     assert phases(found)[:1] == [("opened", 20.0)]  # min_span_s = 20
     assert found[0].value == pytest.approx(12.0)
+    assert found[0].details["pack"] == "gas@2026.11.1"
+    assert "operational default" in str(found[0].details["source"])
 
 
 def test_gas_rising_rate_is_the_same_when_the_rise_spans_batches() -> None:

@@ -267,3 +267,11 @@ def run_scalar_bench(
         "slowest_family_readings_per_s": slowest,
         "meets_target": slowest >= TARGET_READINGS_PER_S,
     }
+
+
+if __name__ == "__main__":
+    # until `offsite bench detectors` calls it: python -m offsite.bench.detectors_scalar
+    import json
+    import sys
+
+    print(json.dumps(run_scalar_bench(*(int(a) for a in sys.argv[1:3])), indent=2))

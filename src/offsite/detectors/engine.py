@@ -172,6 +172,7 @@ class _Compiled:
         self.rule = rule
         self.policy = policy
         self.order = order
+        self.details: dict[str, float | str | None] = {"source": rule.source}
         self.episodes: dict[int, _Episode] = {}
         self.open: Bools = np.zeros(0, np.bool_)
         self.enabled: Bools = np.zeros(0, np.bool_)
@@ -314,6 +315,7 @@ class _Compiled:
             value=value,
             peak=self.sign * ep.peak if level else None,
             threshold=self.sign * thr if level else None,
+            details=dict(self.details),
         )
 
 
@@ -589,11 +591,10 @@ class _Stuck(_Compiled):
         }
 
     def extra_restore(self, device: int, data: dict[str, Any]) -> None:
-        run = data.get("run")
-        if run:
-            self.run_value[device] = float(run[0])
-            self.run_start[device] = int(run[1])
-            self.run_count[device] = int(run[2])
+        run = data.get("run") or [float("nan"), 0, 0]
+        self.run_value[device] = float(run[0])
+        self.run_start[device] = int(run[1])
+        self.run_count[device] = int(run[2])
 
 
 class _SeqGap(_Compiled):
@@ -624,8 +625,7 @@ class _SeqGap(_Compiled):
         return {"last_seq": int(self.last_seq[device])}
 
     def extra_restore(self, device: int, data: dict[str, Any]) -> None:
-        if "last_seq" in data:
-            self.last_seq[device] = int(data["last_seq"])
+        self.last_seq[device] = int(data.get("last_seq", -1))
 
 
 def _compile(rule: Rule, policy: TierPolicy, order: int) -> _Compiled | None:
@@ -666,6 +666,7 @@ class ScalarEngine:
                     continue
                 compiled = _compile(rule, pack.tiers, len(self._rules))
                 if compiled is not None:
+                    compiled.details["pack"] = f"{pack.name}@{pack.version}"
                     self._rules.append(compiled)
         if only is not None:
             missing = set(only) - {c.rule.name for c in self._rules}
