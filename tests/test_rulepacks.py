@@ -267,3 +267,10 @@ def test_registry_changes_recompile_and_keep_state() -> None:
     assert [(f.rule, f.phase, f.at) for f in found] == [("gas.lel.level1", "opened", at(11))]
     assert engine.known("a")
     assert engine.known("new")
+
+
+def test_profiles_from_untyped_rows_check_the_tier() -> None:
+    profile = DeviceProfile.of("b", "boiler", "s", "C", {"low_water_mm": 80})
+    assert (profile.risk_tier, profile.attributes) == ("C", {"low_water_mm": 80})
+    with pytest.raises(ValueError, match="risk tier"):
+        DeviceProfile.of("b", "boiler", "s", "E", {})

@@ -34,7 +34,7 @@ def read_profiles(conn: psycopg.Connection[Any]) -> list[DeviceProfile]:
         "SELECT d.id, d.kind, d.subject_id, s.risk_tier, d.attributes"
         " FROM devices d JOIN subjects s ON s.id = d.subject_id WHERE d.active ORDER BY d.id"
     ).fetchall()
-    return [DeviceProfile(r[0], r[1], r[2], r[3], dict(r[4] or {})) for r in rows]
+    return [DeviceProfile.of(r[0], r[1], r[2], r[3], r[4] or {}) for r in rows]
 
 
 def gas_batches(

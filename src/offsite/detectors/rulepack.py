@@ -12,11 +12,11 @@ Resolution of one rule's parameters for one device, in this order:
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -227,6 +227,21 @@ class DeviceProfile:
     subject_id: str | None = None
     risk_tier: RiskTier = "A"
     attributes: dict[str, float | int | str | bool] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        device_id: str,
+        kind: str | None,
+        subject_id: str | None,
+        risk_tier: str,
+        attributes: Mapping[str, Any],
+    ) -> DeviceProfile:
+        """From untyped registry rows (the database's `devices` joined with `subjects`)."""
+        if risk_tier not in TIERS:
+            raise ValueError(f"device {device_id!r}: unknown risk tier {risk_tier!r}")
+        tier: RiskTier = risk_tier
+        return cls(device_id, kind, subject_id, tier, dict(attributes))
 
 
 def profiles_from_registry(registry: Registry) -> list[DeviceProfile]:
