@@ -339,3 +339,10 @@ def test_unregistered_devices_get_the_health_rules_only() -> None:
     detector = ScalarEngine(packs)
     found = detector.feed(batch(series("x", "lel_pct", [80.0] * 30), seqs=[*range(29), 40]))
     assert [f.rule for f in found] == ["device.seq_gap"]
+
+
+def test_a_condition_without_its_report_field_reports_no_value() -> None:
+    detector = one("elevator", "elevator.door_open_moving", "elevator", ELEVATOR_ATTRS)
+    readings = [*rows([{"moving": 1.0, "door": 1.0}] * 2), ("other", 0.0, {"speed_mps": 1.0})]
+    [found] = detector.feed(batch(readings))  # the column exists, NaN in these rows
+    assert found.value is None

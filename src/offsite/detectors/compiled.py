@@ -274,7 +274,8 @@ class CompiledRule:
             phase = ep.step(t, s_l[j], th_l[j], conf_l[j], hyst_l[j], clear_l[j], step)
             if phase is None:
                 continue
-            out.append(self._finding(ids[d], ep, phase, t, th_l[j], r_l[j] if r_l else None))
+            value = None if r_l is None or r_l[j] != r_l[j] else r_l[j]  # NaN: not reported
+            out.append(self._finding(ids[d], ep, phase, t, th_l[j], value))
             if phase == "cleared":
                 ep.active = False
                 ep.above_since = None
