@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from offsite.detectors.backtest import backtest, opened
 from offsite.detectors.batch import batch_from_readings, concat_batches, to_ms
@@ -28,7 +28,13 @@ from offsite.detectors.rulepack import (
     resolve,
     retune,
 )
-from offsite.gateway.equipment_payloads import ElevatorReading
+from offsite.gateway.equipment_payloads import (
+    EQUIPMENT_READINGS,
+    BoilerReading,
+    CraneReading,
+    ElevatorReading,
+    PressureVesselReading,
+)
 from offsite.gateway.payloads import GasReading
 from offsite.registry.models import Registry, RiskTier
 from offsite.registry.store import demo_registry_path
@@ -274,3 +280,81 @@ def test_profiles_from_untyped_rows_check_the_tier() -> None:
     assert (profile.risk_tier, profile.attributes) == ("C", {"low_water_mm": 80})
     with pytest.raises(ValueError, match="risk tier"):
         DeviceProfile.of("b", "boiler", "s", "E", {})
+
+
+def test_equipment_payloads_through_the_engine() -> None:
+    """Decoded payloads, as the gateway will hand them over, to findings."""
+    lift = [
+        (
+            "elev-1",
+            ElevatorReading.model_validate(
+                {
+                    "ts": to_ms(at(i)),
+                    "seq": i // 5,
+                    "speed_mps": 0.0,
+                    "moving": False,
+                    "door": "closed",
+                    "in_door_zone": False,
+                    "floor": 7,
+                }
+            ),
+        )
+        for i in range(0, 70, 5)
+    ]
+    boiler = [
+        (
+            "boiler-1",
+            BoilerReading.model_validate(
+                {"ts": to_ms(at(i)), "seq": i, "pressure_mpa": 1.3, "water_level_mm": 120.0}
+            ),
+        )
+        for i in range(0, 12)
+    ]
+    crane = [
+        (
+            "crane-1",
+            CraneReading.model_validate(
+                {"ts": to_ms(at(i)), "seq": i, "load_t": 9.0, "rated_load_t": 8.0, "wind_mps": 3.0}
+            ),
+        )
+        for i in range(2)  # held 1 s
+    ]
+    devices = [
+        DeviceProfile("elev-1", "elevator", "s", "A", {"rated_speed_mps": 1.0, "floors": 18}),
+        DeviceProfile("boiler-1", "boiler", "s", "A", {"rated_pressure_mpa": 1.25}),
+        DeviceProfile("crane-1", "crane", "s", "A", {}),
+    ]
+    engine = ScalarEngine(builtin_packs(), devices)
+    found = engine.feed(batch_from_readings([*lift, *boiler, *crane], at(70)))
+    assert {(f.device_id, f.rule) for f in found if f.phase == "opened"} == {
+        ("elev-1", "elevator.stopped_outside_door_zone"),
+        ("elev-1", "elevator.trapped"),
+        ("boiler-1", "boiler.overpressure"),
+        ("crane-1", "crane.overload"),
+        ("crane-1", "crane.overload.severe"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "payload"),
+    [
+        (BoilerReading, {"pressure_mpa": -0.1}),
+        (BoilerReading, {"pressure_mpa": 1.0, "steam": 1}),
+        (PressureVesselReading, {"pressure_mpa": float("inf")}),
+        (CraneReading, {"load_t": 1.0, "rated_load_t": 0.0}),
+        (CraneReading, {"load_t": "1.0"}),
+    ],
+)
+def test_equipment_payloads_refuse_what_they_must(
+    model: type[BaseModel], payload: dict[str, object]
+) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate({"ts": 0, "seq": 0} | payload)
+
+
+def test_equipment_readings_per_kind() -> None:
+    assert set(EQUIPMENT_READINGS) == {"elevator", "boiler", "pressure_vessel", "crane"}
+    vessel = PressureVesselReading.model_validate(
+        {"ts": "2026-11-25T08:00:00Z", "seq": 1, "pressure_mpa": 0.8}
+    )
+    assert vessel.ts == T0

@@ -88,31 +88,39 @@ def batch_from_readings(
     different kinds may be mixed: a field a model lacks is absent (NaN) in its rows."""
     n = len(readings)
     index: dict[str, int] = {}
-    device = np.empty(n, np.int32)
-    ts = np.empty(n, np.int64)
-    seq = np.empty(n, np.int64)
+    device = np.fromiter((index.setdefault(d, len(index)) for d, _ in readings), np.int32, n)
+    ts = np.fromiter((to_ms(getattr(r, "ts")) for _, r in readings), np.int64, n)  # noqa: B009
+    seq = np.fromiter((getattr(r, "seq") for _, r in readings), np.int64, n)  # noqa: B009
     if isinstance(received, datetime):
         received_ms = np.full(n, to_ms(received), np.int64)
     else:
         if len(received) != n:
             raise ValueError("one receive time per reading, or one for all")
         received_ms = np.fromiter((to_ms(r) for r in received), np.int64, n)
+    # column by column for each payload model: one Python pass per field, not per value
+    by_model: dict[type[BaseModel], list[int]] = {}
+    for row, (_, reading) in enumerate(readings):
+        by_model.setdefault(type(reading), []).append(row)
     columns: dict[str, NDArray[np.float64]] = {}
-    for row, (device_id, reading) in enumerate(readings):
-        device[row] = index.setdefault(device_id, len(index))
-        # every payload model has these two (gateway.payloads._Reading)
-        ts[row] = to_ms(getattr(reading, "ts"))  # noqa: B009
-        seq[row] = getattr(reading, "seq")  # noqa: B009
-        for name in type(reading).model_fields:
+    for model, rows in by_model.items():
+        taken = np.array(rows, np.intp)
+        for name in model.model_fields:
             if name in _NOT_FIELDS:
                 continue
             column = columns.get(name)
             if column is None:
-                column = columns[name] = np.full(n, np.nan)
-                if name in PRESENCE_FIELDS:
-                    column[:] = 0.0
-            column[row] = code(name, getattr(reading, name))
+                column = columns[name] = np.full(n, 0.0 if name in PRESENCE_FIELDS else np.nan)
+            column[taken] = _coded(name, [getattr(readings[row][1], name) for row in rows])
     return ReadingBatch(tuple(index), device, ts, seq, received_ms, columns)
+
+
+def _coded(name: str, values: list[Any]) -> NDArray[np.float64]:
+    if name in PRESENCE_FIELDS:
+        return np.fromiter((v is not None for v in values), np.float64, len(values))
+    if name in CODES:
+        return np.fromiter((code(name, v) for v in values), np.float64, len(values))
+    # numbers and booleans, None as NaN, in one conversion
+    return np.array(values, np.float64)
 
 
 def concat_batches(batches: Sequence[ReadingBatch]) -> ReadingBatch:
