@@ -196,7 +196,10 @@ class RulePack(_Strict):
 
 
 class Override(_Strict):
-    """Changed parameters of one rule for one device or every device of one subject."""
+    """Changed parameters of one rule for one device or every device of one subject.
+    `threshold` is the level of level rules (a factor where the pack's is one), the rise
+    per minute of rate rules and the missing count of sequence gaps; conditions and flat
+    lines have none (change them with `retune` or a pack of their own)."""
 
     rule: str
     device_id: str | None = None
