@@ -358,3 +358,13 @@ def test_equipment_readings_per_kind() -> None:
         {"ts": "2026-11-25T08:00:00Z", "seq": 1, "pressure_mpa": 0.8}
     )
     assert vessel.ts == T0
+
+
+def test_overrides_that_would_do_nothing_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown rule 'gas\.lel\.levl1'"):
+        ScalarEngine(builtin_packs(), overrides=[Override(rule="gas.lel.levl1", device_id="d")])
+    with pytest.raises(ValueError, match="no threshold"):
+        ScalarEngine(
+            builtin_packs(),
+            overrides=[Override(rule="elevator.trapped", device_id="d", threshold=2)],
+        )

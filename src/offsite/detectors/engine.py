@@ -31,7 +31,7 @@ from offsite.detectors.compiled import (
     grown,
 )
 from offsite.detectors.findings import Finding
-from offsite.detectors.rulepack import DeviceProfile, Override, RulePack
+from offsite.detectors.rulepack import DeviceProfile, Override, RulePack, check_overrides
 
 SNAPSHOT_VERSION = 1
 
@@ -51,6 +51,8 @@ class ScalarEngine:
         only: Collection[str] | None = None,
     ) -> None:
         """`only`: rule names to run (default: every enabled rule of the packs)."""
+        packs = list(packs)
+        check_overrides(packs, overrides)
         self._overrides = tuple(overrides)
         self._rules: list[CompiledRule] = []
         for pack in packs:

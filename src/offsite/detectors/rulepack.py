@@ -355,6 +355,21 @@ def retune(pack: RulePack, rule_name: str, **changes: object) -> RulePack:
     return pack.model_copy(update={"rules": tuple(rules)})
 
 
+def check_overrides(packs: Iterable[RulePack], overrides: Iterable[Override]) -> None:
+    """Refuse overrides that would silently do nothing: an unknown rule (a typo), or a
+    threshold for a rule kind that has none."""
+    rules = {r.name: r for p in packs for r in p.rules}
+    problems: list[str] = []
+    for o in overrides:
+        rule = rules.get(o.rule)
+        if rule is None:
+            problems.append(f"override names unknown rule {o.rule!r}")
+        elif o.threshold is not None and isinstance(rule, ConditionRule | StuckRule):
+            problems.append(f"rule {o.rule!r} has no threshold to override")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def find_rule(packs: Iterable[RulePack], name: str) -> tuple[RulePack, Rule]:
     for pack in packs:
         for rule in pack.rules:
