@@ -51,6 +51,7 @@ class Rows:
         self.last: Bools = np.ones(n, np.bool_)
         self.last[:-1] = self.first[1:]
         self._columns: dict[str, Floats | None] = {}
+        self._absent: dict[str, Bools] = {}
 
     def __len__(self) -> int:
         return len(self.order)
@@ -65,6 +66,16 @@ class Rows:
                 raw = self.batch.fields.get(name)
                 self._columns[name] = None if raw is None else raw[self.order]
         return self._columns[name]
+
+    def absent(self, name: str) -> Bools:
+        """Rows without the field (the field's column must exist); shared by the rules."""
+        key = f"absent:{name}"
+        got = self._absent.get(key)
+        if got is None:
+            column = self.column(name)
+            assert column is not None
+            got = self._absent[key] = np.isnan(column)
+        return got
 
     def seq(self) -> Ints:
         return self.batch.seq[self.order]
@@ -356,7 +367,7 @@ class _Level(CompiledRule):
         thr = self.level[rows.dev]
         if self.rule.threshold_field is not None:
             rated = rows.column(self.rule.threshold_field)
-            if rated is not None:
+            if rated is not None and not rows.absent(self.rule.threshold_field).all():
                 from_reading = self.factor[rows.dev] * rated
                 from_reading[~self.enabled[rows.dev]] = np.nan
                 thr = np.where(np.isnan(rated), thr, from_reading)
@@ -391,14 +402,17 @@ class _Condition(CompiledRule):
         present = [c for c in columns if c is not None]
         if len(present) < len(columns):
             return None
-        absent = np.zeros(len(rows), np.bool_)
-        for col in {id(c): c for c in present}.values():
-            absent |= np.isnan(col)
+        names = list(dict.fromkeys(c.field for c in clauses))
+        absent = rows.absent(names[0]).copy()
+        for name in names[1:]:
+            absent |= rows.absent(name)
         holds = np.ones(len(rows), np.bool_)
         anyof = np.zeros(len(rows), np.bool_) if rule.any else None
         with np.errstate(invalid="ignore"):
             for i, (clause, col) in enumerate(zip(clauses, present, strict=True)):
-                result = _compare(col, clause, self.rhs[i][rows.dev])
+                # a constant needs no per-device gather
+                rhs = clause.value if clause.value is not None else self.rhs[i][rows.dev]
+                result = _compare(col, clause, rhs)
                 if i < len(rule.all):
                     holds &= result
                 elif anyof is not None:
@@ -429,7 +443,7 @@ _OPS: dict[str, np.ufunc] = {
 }
 
 
-def _compare(col: Floats, clause: Clause, rhs: Floats) -> Bools:
+def _compare(col: Floats, clause: Clause, rhs: Floats | float) -> Bools:
     return np.asarray(_OPS[clause.op](col, rhs), np.bool_)
 
 
