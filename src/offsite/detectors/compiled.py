@@ -556,22 +556,30 @@ class _Stuck(CompiledRule):
         value = rows.column(self.rule.field)
         if value is None:
             return None
-        picked = np.flatnonzero(~np.isnan(value) & self.enabled[rows.dev])
-        if picked.size == 0:
-            return None
-        d, t, x = rows.dev[picked], rows.ts[picked], value[picked]
+        judged = ~rows.absent(self.rule.field) & self.enabled[rows.dev]
+        if judged.all():  # the usual case: no gathers
+            picked = np.arange(len(rows))
+            d, t, x, first = rows.dev, rows.ts, value, rows.first
+        else:
+            picked = np.flatnonzero(judged)
+            if picked.size == 0:
+                return None
+            d, t, x = rows.dev[picked], rows.ts[picked], value[picked]
+            first = np.ones(len(d), np.bool_)
+            first[1:] = d[1:] != d[:-1]
         m = len(d)
-        first = np.ones(m, np.bool_)
-        first[1:] = d[1:] != d[:-1]
         prev = np.empty(m)
         prev[1:] = x[:-1]
         prev[first] = self.run_value[d[first]]
         same = x == prev
         positions = np.arange(m)
         start_at = np.maximum.accumulate(np.where(first | ~same, positions, 0))
-        carried = (first & same)[start_at]
-        count = positions - start_at + 1 + np.where(carried, self.run_count[d], 0)
-        since = np.where(carried, self.run_start[d], t[start_at])
+        # only each device's first run can continue one from the previous batch
+        carried = np.flatnonzero((first & same)[start_at])
+        count = positions - start_at + 1
+        count[carried] += self.run_count[d[carried]]
+        since = t[start_at]
+        since[carried] = self.run_start[d[carried]]
         stuck = (count >= self.rule.min_readings) & (
             t - since >= round(self.rule.min_duration_s * 1000)
         )
