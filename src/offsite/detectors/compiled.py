@@ -469,10 +469,19 @@ class _Rate(CompiledRule):
         picked = np.flatnonzero(~np.isnan(value) & self.enabled[rows.dev])
         if picked.size == 0:
             return None
-        n_tail = len(self.tail_dev)
-        cd = np.concatenate([self.tail_dev, rows.dev[picked].astype(np.int64)])
-        ct = np.concatenate([self.tail_ts, rows.ts[picked]])
-        cv = np.concatenate([self.tail_v, value[picked]])
+        # only the carried windows of devices in this batch take part; the others wait
+        in_batch = np.zeros(len(self.enabled), np.bool_)
+        in_batch[rows.dev[picked]] = True
+        mine = in_batch[self.tail_dev]
+        kept_dev, kept_ts, kept_v = (
+            self.tail_dev[~mine],
+            self.tail_ts[~mine],
+            self.tail_v[~mine],
+        )
+        n_tail = int(mine.sum())
+        cd = np.concatenate([self.tail_dev[mine], rows.dev[picked].astype(np.int64)])
+        ct = np.concatenate([self.tail_ts[mine], rows.ts[picked]])
+        cv = np.concatenate([self.tail_v[mine], value[picked]])
         # carried readings of a device precede its new ones (all newer): a stable sort by
         # device keeps that order, and merges two sorted runs in linear time
         o = np.argsort(cd, kind="stable")
@@ -507,7 +516,10 @@ class _Rate(CompiledRule):
         last = np.ones(m, np.bool_)
         last[:-1] = first[1:]
         keep = ct >= ct[last][group] - window
-        self.tail_dev, self.tail_ts, self.tail_v = cd[keep], ct[keep], cv[keep]
+        # each device's rows stay together and in time order, which is all `scores` needs
+        self.tail_dev = np.concatenate([kept_dev, cd[keep]])
+        self.tail_ts = np.concatenate([kept_ts, ct[keep]])
+        self.tail_v = np.concatenate([kept_v, cv[keep]])
         return score, self.thr[rows.dev], score
 
     def extra_snapshot(self, device: int) -> dict[str, Any]:

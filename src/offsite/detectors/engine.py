@@ -69,6 +69,7 @@ class ScalarEngine:
                 raise KeyError(f"no scalar rule named {sorted(missing)}")
         self._profiles: list[DeviceProfile] = []
         self._index: dict[str, int] = {}
+        self._ids: list[str] = []
         self._last_ts: Ints = np.zeros(0, np.int64)
         self._known: Bools = np.zeros(0, np.bool_)
         self.set_devices(devices)
@@ -89,16 +90,20 @@ class ScalarEngine:
                 self._profiles[at] = profile
                 start = min(start, at)
         n = len(self._profiles)
+        self._ids = [p.id for p in self._profiles]
         self._last_ts = grown(self._last_ts, n, fill=NO_TS)
         self._known = grown(self._known, n, fill=False)
         for compiled in self._rules:
             compiled.compile(self._profiles, self._overrides, start)
 
     def _indices(self, device_ids: Sequence[str]) -> NDArray[np.int32]:
-        unknown = [d for d in dict.fromkeys(device_ids) if d not in self._index]
-        if unknown:
+        index = self._index
+        try:
+            return np.fromiter((index[d] for d in device_ids), np.int32, len(device_ids))
+        except KeyError:
+            unknown = [d for d in dict.fromkeys(device_ids) if d not in index]
             self.set_devices(DeviceProfile(d, None) for d in unknown)
-        return np.array([self._index[d] for d in device_ids], np.int32)
+            return np.fromiter((index[d] for d in device_ids), np.int32, len(device_ids))
 
     def known(self, device_id: str) -> bool:
         """Whether this engine has state for the device (fed or restored)."""
@@ -120,7 +125,7 @@ class ScalarEngine:
         rows = Rows(batch, dev, order)
         self._last_ts[dev[rows.last]] = rows.ts[rows.last]
         self._known[dev[rows.last]] = True
-        ids = [p.id for p in self._profiles]
+        ids = self._ids
         findings: list[tuple[datetime, str, int, Finding]] = []
         for compiled in self._rules:
             for f in compiled.run(rows, ids):
