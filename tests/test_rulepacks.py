@@ -157,6 +157,7 @@ def test_flapping_opens_at_the_third_drop_in_ten_minutes_and_clears_when_quiet()
         found += flapping.observe("d", "offline", t + timedelta(minutes=2 * i + 1, seconds=5))
     [opened_] = found
     assert (opened_.phase, opened_.episode_start, opened_.value) == ("opened", at(60), 3.0)
+    assert opened_.details["pack"] == "health@2026.11.1"
     assert flapping.sweep(t + timedelta(minutes=5 + 14)) == []
     [cleared] = flapping.sweep(t + timedelta(minutes=5 + 15))
     assert (cleared.phase, cleared.key) == ("cleared", opened_.key)

@@ -29,8 +29,12 @@ class FlappingDetector:
     """`offline_transitions` changes to offline within `window_s` open an episode; no
     status change for `clear_s` clears it (on the next observation or sweep)."""
 
-    def __init__(self, rule: FlappingRule) -> None:
+    def __init__(self, rule: FlappingRule, pack: str = "") -> None:
+        """`pack`: name@version the rule comes from, cited in findings."""
         self.rule = rule
+        self._details: dict[str, float | str | None] = {"source": rule.source}
+        if pack:
+            self._details["pack"] = pack
         self._window = timedelta(seconds=rule.window_s)
         self._quiet = timedelta(seconds=rule.clear_s)
         self._devices: dict[str, _Device] = {}
@@ -41,7 +45,7 @@ class FlappingDetector:
         for pack in packs:
             for rule in pack.rules:
                 if isinstance(rule, FlappingRule) and rule.enabled:
-                    return cls(rule)
+                    return cls(rule, f"{pack.name}@{pack.version}")
         return None
 
     def known(self, device_id: str) -> bool:
@@ -96,6 +100,7 @@ class FlappingDetector:
             title=self.rule.title,
             value=float(count),
             threshold=float(self.rule.offline_transitions),
+            details=dict(self._details),
         )
 
     def snapshot(self, device_id: str) -> dict[str, Any]:
