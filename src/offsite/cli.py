@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -243,6 +244,36 @@ def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result["sustained"]["lost"] == 0 else 3
 
 
+def cmd_rules_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.detectors.rulepack import (  # noqa: PLC0415
+        builtin_packs,
+        load_overrides,
+        load_pack,
+    )
+    from offsite.rules_backtest import parse_changes, run_backtest  # noqa: PLC0415
+
+    packs = [load_pack(p) for p in args.pack] if args.pack else builtin_packs()
+    overrides = load_overrides(args.overrides) if args.overrides else ()
+    try:
+        changes = parse_changes(args.set)
+        with psycopg.connect(_database_url(settings)) as conn:
+            result = run_backtest(
+                conn, packs, args.rule, args.since, args.until, changes, overrides
+            )
+    except (KeyError, ValueError) as exc:
+        print(f"offsite rules backtest: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.report(), indent=2))
+    return 0
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a UTC offset, e.g. 2026-11-25T08:00:00+00:00")
+    return value
+
+
 def _positive(kind: type[float] | type[int]) -> object:
     def parse(text: str) -> float | int:
         value = kind(text)
@@ -315,6 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--probes", type=_positive(int), default=40, help="alert probes")  # type: ignore[arg-type]
     ingest.set_defaults(func=cmd_bench_ingest)
+
+    rules = sub.add_parser("rules", help="rule packs of the scalar detectors")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    backtest = rules_sub.add_parser(
+        "backtest", help="replay stored gas telemetry through rules, print the clues as JSON"
+    )
+    backtest.add_argument("--rule", action="append", required=True, help="rule name; repeat")
+    backtest.add_argument("--from", dest="since", type=_instant, required=True)
+    backtest.add_argument("--to", dest="until", type=_instant, required=True)
+    backtest.add_argument(
+        "--set", action="append", default=[], help="name=value for the one --rule; repeat"
+    )
+    backtest.add_argument("--overrides", default=None, help="TOML file of [[overrides]]")
+    backtest.add_argument(
+        "--pack", action="append", default=[], help="rule pack file (default: built-in packs)"
+    )
+    backtest.set_defaults(func=cmd_rules_backtest)
     return parser
 
 

@@ -1,0 +1,198 @@
+"""The engine keeps `ThresholdState`'s semantics: the gas tests of test_detectors.py, ported
+with identical expectations, and the engine against GasDetector on random series."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from offsite.detectors.batch import from_ms
+from offsite.detectors.engine import ScalarEngine
+from offsite.detectors.findings import Finding
+from offsite.detectors.gas import GasDetector, GasLevels
+from offsite.detectors.rulepack import DeviceProfile, Override, load_pack
+from offsite.detectors.threshold import ThresholdRule, ThresholdState
+from tests.scalar import T0, at, batch, series
+
+LEVELS = ("gas.lel.level1", "gas.lel.level2")
+GAS = DeviceProfile("d", "gas_detector")
+
+
+def gas_engine(confirm_s: float = 15, clear_s: float = 30, hysteresis: float = 2) -> ScalarEngine:
+    overrides = [
+        Override(
+            rule=rule, device_id=d, confirm_s=confirm_s, clear_s=clear_s, hysteresis=hysteresis
+        )
+        for rule in LEVELS
+        for d in ("d", "a", "b")
+    ]
+    devices = [DeviceProfile(d, "gas_detector") for d in ("d", "a", "b")]
+    return ScalarEngine([load_pack("gas")], devices, overrides, only=LEVELS)
+
+
+def lel(
+    device: str, values: list[float], start: float = 0.0
+) -> list[tuple[str, float, dict[str, float]]]:
+    return series(device, "lel_pct", values, start)
+
+
+def test_no_clue_before_the_confirmation_delay() -> None:
+    detector = gas_engine(confirm_s=15)
+    assert detector.feed(batch(lel("d", [30.0] * 15))) == []
+    [finding] = detector.feed(batch([("d", 15, {"lel_pct": 30.0})]))
+    assert (finding.rule, finding.phase, finding.severity) == ("gas.lel.level1", "opened", "orange")
+    assert finding.episode_start == T0
+    assert finding.at == at(15)
+
+
+def test_a_puff_shorter_than_the_delay_opens_nothing() -> None:
+    detector = gas_engine(confirm_s=15)
+    assert detector.feed(batch(lel("d", [40.0] * 10 + [5.0] + [40.0] * 10))) == []
+
+
+def test_sustained_condition_opens_exactly_one_clue_per_level() -> None:
+    detector = gas_engine(confirm_s=10)
+    findings = detector.feed(batch(lel("d", [60.0] * 600)))
+    opened = [f for f in findings if f.phase == "opened"]
+    assert sorted(f.rule for f in opened) == ["gas.lel.level1", "gas.lel.level2"]
+    assert {f.key for f in findings if f.rule == "gas.lel.level2"} == {opened[1].key}
+
+
+def test_updates_only_when_the_peak_rises_and_clear_needs_hysteresis_and_time() -> None:
+    detector = gas_engine(confirm_s=5, clear_s=10, hysteresis=2)
+    findings = detector.feed(batch(lel("d", [30.0] * 6 + [33.0, 33.5, 34.2] + [24.0] * 5)))
+    assert [f.phase for f in findings] == ["opened", "updated", "updated"]
+    assert detector.feed(batch(lel("d", [20.0] * 10, start=14))) == []
+    [cleared] = detector.feed(batch([("d", 24, {"lel_pct": 20.0})]))
+    assert cleared.phase == "cleared"
+    assert cleared.key == findings[0].key
+    assert cleared.peak == 34.2
+
+
+def test_a_new_episode_after_clearing_has_a_new_key() -> None:
+    detector = gas_engine(confirm_s=2, clear_s=2)
+    first = detector.feed(batch(lel("d", [30.0] * 3 + [1.0] * 3)))
+    second = detector.feed(batch(lel("d", [30.0] * 3, start=10)))
+    assert [f.phase for f in first] == ["opened", "cleared"]
+    assert [f.phase for f in second] == ["opened"]
+    assert second[0].key != first[0].key
+
+
+def test_replayed_and_out_of_order_readings_are_ignored() -> None:
+    detector = gas_engine(confirm_s=5)
+    readings = batch(lel("d", [30.0] * 6))
+    assert len(detector.feed(readings)) == 1
+    assert detector.feed(readings) == []
+
+
+def test_duplicates_within_one_batch_count_once() -> None:
+    detector = gas_engine(confirm_s=5)
+    rows = lel("d", [30.0] * 5)
+    assert detector.feed(batch(rows + rows)) == []
+
+
+def test_devices_are_independent_and_arrays_may_arrive_unsorted() -> None:
+    detector = gas_engine(confirm_s=3)
+    rows = lel("a", [30.0] * 4) + lel("b", [5.0] * 4)
+    findings = detector.feed(batch(list(reversed(rows))))
+    assert [(f.device_id, f.phase) for f in findings] == [("a", "opened")]
+
+
+def test_resume_from_a_snapshot_mid_episode() -> None:
+    first = gas_engine(confirm_s=10)
+    assert first.feed(batch(lel("d", [30.0] * 6))) == []  # pending: 5 s of 10
+    saved = first.snapshot("d")
+    second = gas_engine(confirm_s=10)
+    assert not second.known("d")
+    second.restore("d", saved)
+    assert second.known("d")
+    assert second.feed(batch(lel("d", [30.0] * 6))) == []  # a redelivery: replay
+    [opened] = second.feed(batch(lel("d", [30.0] * 5, start=6)))
+    assert (opened.phase, opened.episode_start, opened.at) == ("opened", T0, at(10))
+
+
+def test_resume_from_a_gas_detector_checkpoint() -> None:
+    old = GasDetector(GasLevels(confirm_s=5))
+    old.feed([("d", at(i), 30.0) for i in range(8)])
+    new = gas_engine(confirm_s=5)
+    new.restore("d", old.snapshot("d"))
+    assert new.feed(batch(lel("d", [30.0] * 8))) == []
+    [cleared] = new.feed(batch(lel("d", [1.0] * 40, start=8)))
+    assert (cleared.phase, cleared.episode_start) == ("cleared", T0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_findings_as_gas_detector_on_random_series(seed: int) -> None:
+    rng = random.Random(seed)
+    old = GasDetector(GasLevels(confirm_s=5, clear_s=8, hysteresis_pct=2))
+    new = gas_engine(confirm_s=5, clear_s=8, hysteresis=2)
+    clock = {"a": 0.0, "b": 0.0}
+    for _ in range(20):
+        rows = []
+        for _ in range(rng.randint(1, 30)):
+            device = rng.choice("ab")
+            # mostly forward, sometimes a step back in time (a replay)
+            clock[device] += rng.choice([1.0, 1.0, 2.0, 0.0, -3.0])
+            value = rng.choice([0.0, 10.0, 24.0, 26.0, 30.0, 49.0, 51.0, 70.0])
+            rows.append((device, clock[device], {"lel_pct": value}))
+        expected = old.feed((d, at(t), f["lel_pct"]) for d, t, f in rows)
+        # titles are worded differently and the engine cites its pack; the rest is equal
+        assert [replace(f, title="", details={}) for f in new.feed(batch(rows))] == [
+            replace(f, title="", details={}) for f in expected
+        ]
+    for device in "ab":
+        if new.known(device):
+            last = new.snapshot(device)["last_ts_ms"]
+            assert from_ms(last) == old._states[device][0].last_ts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rising_rate_equals_a_naive_window_search(seed: int) -> None:
+    """Readings every second (so no episode can be open while a window is still short);
+    the engine's pre-filtered vector search against a reading-by-reading one."""
+    rule = ThresholdRule(
+        "gas.lel.rising", "yellow", 5.0, timedelta(0), 1.0, timedelta(seconds=60), "", 5.0
+    )
+    rng = random.Random(seed)
+    values = {d: [0.0] for d in "ab"}
+    for d in "ab":
+        for _ in range(299):
+            jump = rng.choice([0.0, 0.1, -0.1, 0.3, 1.5, -1.0])
+            values[d].append(max(0.0, values[d][-1] + jump))
+    expected = []
+    for d in "ab":
+        state = ThresholdState()
+        for i, v in enumerate(values[d]):
+            j = max(0, i - 60)  # oldest reading within 60 s
+            if i - j < 20:
+                continue
+            rate = (v - values[d][j]) * 60.0 / (i - j)
+            found = state.step(rule, d, at(i), rate)
+            if found is not None:
+                expected.append(found)
+    expected.sort(key=lambda f: (f.at, f.device_id))
+    engine = ScalarEngine(
+        [load_pack("gas")],
+        [DeviceProfile(d, "gas_detector") for d in "ab"],
+        only=["gas.lel.rising"],
+    )
+    got = []
+    i = 0
+    while i < 300:
+        n = rng.randint(1, 40)
+        rows = [
+            (d, float(k), {"lel_pct": values[d][k]})
+            for k in range(i, min(i + n, 300))
+            for d in "ab"
+        ]
+        got += engine.feed(batch(rows))
+        i += n
+
+    def plain(f: Finding) -> tuple[object, ...]:
+        return (f.device_id, f.phase, f.episode_start, f.at, round(f.value or 0.0, 9))
+
+    assert [plain(f) for f in got] == [plain(f) for f in expected]
+    assert any(f.phase == "opened" for f in got)
