@@ -79,8 +79,10 @@ def _pack_path(name: str) -> Path:
 
 def test_gas_levels_tighten_by_tier() -> None:
     assert (params("gas.lel.level1").threshold, params("gas.lel.level1").confirm_s) == (25, 15)
-    b = params("gas.lel.level1", "B")
-    assert (b.threshold, b.confirm_s) == pytest.approx((23.75, 12.0))
+    b = params("gas.lel.level1", "B")  # the registry's default tier: as written
+    assert (b.threshold, b.confirm_s) == pytest.approx((25.0, 15.0))
+    c = params("gas.lel.level1", "C")
+    assert (c.threshold, c.confirm_s) == pytest.approx((23.125, 10.5))
     d = params("gas.lel.level1", "D")
     assert (d.threshold, d.confirm_s) == pytest.approx((21.25, 6.0))
 
@@ -128,8 +130,9 @@ def test_engine_from_the_demo_registry_judges_each_device_by_its_subject_tier() 
     rows = series("gas-0003", "lel_pct", [24.0] * 20) + series("gas-0002", "lel_pct", [24.0] * 20)
     found = engine.feed(batch(rows))
     assert [(f.device_id, f.rule) for f in found] == [("gas-0002", "gas.lel.level1")]
-    # elev-0001 rated 1.75 m/s in its attributes, tier B: 1.2 -> 1.19 x 1.75
-    [fast] = engine.feed(batch([("elev-0001", 0.0, {"speed_mps": 2.09})]))
+    # elev-0001 rated 1.75 m/s in its attributes, tier B: as written, 1.2 x 1.75 = 2.1
+    assert engine.feed(batch([("elev-0001", 0.0, {"speed_mps": 2.09})])) == []
+    [fast] = engine.feed(batch([("elev-0001", 1000.0, {"speed_mps": 2.11})]))
     assert fast.rule == "elevator.overspeed.tier1"
     assert engine.rules == [
         r.name for p in builtin_packs() for r in p.rules if r.kind != "flapping"

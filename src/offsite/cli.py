@@ -306,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.set_defaults(func=cmd_registry_load)
 
+    _add_simulate(sub)
+    _add_bench(sub)
+    _add_rules(sub)
+    return parser
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     simulate = sub.add_parser("simulate", help="simulated devices")
     simulate_sub = simulate.add_subparsers(dest="simulate_command", required=True)
     gas = simulate_sub.add_parser("gas", help="combustible-gas detectors")
@@ -327,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     equipment.add_argument("--mqtt-url", default=None)
     equipment.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     equipment.set_defaults(func=cmd_simulate_equipment)
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="benchmarks that print JSON figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     ingest = bench_sub.add_parser(
@@ -347,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--probes", type=_positive(int), default=40, help="alert probes")  # type: ignore[arg-type]
     ingest.set_defaults(func=cmd_bench_ingest)
 
+
+def _add_rules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rules = sub.add_parser("rules", help="rule packs of the scalar detectors")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     backtest = rules_sub.add_parser(
@@ -363,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--pack", action="append", default=[], help="rule pack file (default: built-in packs)"
     )
     backtest.set_defaults(func=cmd_rules_backtest)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

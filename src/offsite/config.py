@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     gas_level1_pct: float = Field(25.0, gt=0, le=100, description="GB/T 50493: at most 25")
     gas_level2_pct: float = Field(50.0, gt=0, le=100, description="GB/T 50493: at most 50")
     gas_confirm_s: float = Field(15.0, ge=0, description="held this long before a clue")
+    rule_overrides: Path | None = Field(
+        None, description="TOML file of [[overrides]]: thresholds per device or subject"
+    )
 
     evidence_before_s: float = Field(120.0, ge=0, description="telemetry kept before a trigger")
     silent_after_intervals: float = Field(

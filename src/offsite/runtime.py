@@ -20,13 +20,23 @@ from typing import Any, Self
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
 from offsite.casework.alerts import AlertHub
 from offsite.casework.directory import DeviceInfo, read_directory
 from offsite.casework.service import Casework
 from offsite.config import Settings
+from offsite.detectors.batch import batch_from_readings
+from offsite.detectors.engine import ScalarEngine
 from offsite.detectors.findings import Finding
-from offsite.detectors.gas import GasDetector, GasLevels
+from offsite.detectors.flapping import FlappingDetector
+from offsite.detectors.rulepack import (
+    DeviceProfile,
+    RulePack,
+    builtin_packs,
+    load_overrides,
+    retune,
+)
 from offsite.detectors.silence import SilenceDetector
 from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
 from offsite.gateway.equipment_payloads import EquipmentReading
@@ -38,6 +48,23 @@ from offsite.metrics import Metrics
 from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
+
+
+def rule_packs(settings: Settings) -> list[RulePack]:
+    """The built-in packs, with the gas alarm levels and delay the settings give (the
+    operator's written set points; a subject's risk tier then tightens them)."""
+    packs = []
+    for pack in builtin_packs():
+        if pack.name == "gas":
+            for rule, threshold in (
+                ("gas.lel.level1", settings.gas_level1_pct),
+                ("gas.lel.level2", settings.gas_level2_pct),
+            ):
+                pack = retune(pack, rule, threshold=threshold, confirm_s=settings.gas_confirm_s)  # noqa: PLW2901
+        packs.append(pack)
+    return packs
+
+
 _REGISTRY_CHANNEL = "offsite_registry"
 
 
@@ -67,13 +94,10 @@ class Runtime:
         self.flavour: Flavour = "postgres"
         self.directory: dict[str, DeviceInfo] = {}
         self._known: dict[str, KnownDevice] = {}
-        self.gas = GasDetector(
-            GasLevels(
-                level1_pct=settings.gas_level1_pct,
-                level2_pct=settings.gas_level2_pct,
-                confirm_s=settings.gas_confirm_s,
-            )
-        )
+        self.packs = rule_packs(settings)
+        overrides = load_overrides(settings.rule_overrides) if settings.rule_overrides else ()
+        self.engine = ScalarEngine(self.packs, (), overrides)
+        self.flapping = FlappingDetector.from_packs(self.packs)
         self.silence = SilenceDetector(settings.silent_after_intervals)
         self.casework = Casework(self.pool, timedelta(seconds=settings.evidence_before_s))
         self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
@@ -150,6 +174,10 @@ class Runtime:
             directory = await read_directory(conn)
         self.directory = directory
         self._known = {d.id: KnownDevice(d.id, d.domain, d.kind) for d in directory.values()}
+        self.engine.set_devices(
+            DeviceProfile.of(d.id, d.kind, d.subject_id, d.risk_tier, d.attributes)
+            for d in directory.values()
+        )
         _LOG.info("registry: %d active devices", len(directory))
 
     async def _seed_silence(self) -> None:
@@ -182,13 +210,13 @@ class Runtime:
                 if written is not None:
                     # detectors see batches in order, each after its commit, while the
                     # next batch is being written
-                    await self._detect(written.gas, written.now)
+                    await self._detect(written)
                 written = decoded
                 if gateway.backlog == 0:
                     # nothing else waiting: finish this batch now rather than at the next
                     await writing
                     writing = None
-                    await self._detect(written.gas, written.now)
+                    await self._detect(written)
                     written = None
         finally:
             if writing is not None:
@@ -272,37 +300,43 @@ class Runtime:
                 ]
                 gas, equipment = [], []
 
-    async def _detect(self, gas: list[tuple[str, GasReading]], now: datetime) -> None:
+    async def _detect(self, d: _DecodedBatch) -> None:
         findings: list[Finding] = []
-        if gas:
-            devices = {d for d, _ in gas}
+        readings: list[tuple[str, BaseModel]] = [*d.gas, *d.equipment]
+        if readings:
+            devices = {device_id for device_id, _ in readings}
             await self._resume_devices(devices)
-            findings.extend(self.gas.feed((d, r.ts, r.lel_pct) for d, r in gas))
+            findings.extend(self.engine.feed(batch_from_readings(readings, d.now)))
             self._dirty |= devices
-            for device_id in {d for d, _ in gas}:
+            for device_id in devices:
                 info = self.directory.get(device_id)
                 if info is not None:
-                    back = self.silence.observe(device_id, info.expected_interval_s, now)
+                    back = self.silence.observe(device_id, info.expected_interval_s, d.now)
                     if back is not None:
                         findings.append(back)
+        if self.flapping is not None:
+            for change in d.statuses:
+                findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
             await self._findings.put(finding)
 
     async def _resume_devices(self, devices: set[str]) -> None:
-        """Devices first seen by this worker resume from their checkpoint, if any."""
-        unknown = [d for d in devices if not self.gas.known(d)]
+        """Devices first seen by this worker resume from their checkpoint, if any (the
+        checkpoints of the gas-only detector of earlier versions are read too)."""
+        unknown = [d for d in devices if not self.engine.known(d)]
         if not unknown:
             return
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT device_id, state FROM detector_state"
-                    " WHERE detector = 'gas' AND device_id = ANY(%s)",
+                    "SELECT DISTINCT ON (device_id) device_id, state FROM detector_state"
+                    " WHERE detector IN ('scalar', 'gas') AND device_id = ANY(%s)"
+                    " ORDER BY device_id, detector = 'scalar' DESC",
                     (unknown,),
                 )
                 for device_id, state in await cur.fetchall():
-                    self.gas.restore(device_id, state)
+                    self.engine.restore(device_id, state)
         except psycopg.Error as exc:
             _LOG.warning("detector checkpoints unreadable (%s); devices start afresh", exc)
 
@@ -311,12 +345,12 @@ class Runtime:
         if not self._dirty:
             return 0
         dirty, self._dirty = self._dirty, set()
-        rows = [(d, Jsonb(self.gas.snapshot(d))) for d in sorted(dirty) if self.gas.known(d)]
+        rows = [(d, Jsonb(self.engine.snapshot(d))) for d in sorted(dirty) if self.engine.known(d)]
         try:
             async with self.pool.connection() as conn, conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO detector_state (device_id, detector, state, updated_at)"
-                    " VALUES (%s, 'gas', %s, now()) ON CONFLICT (device_id, detector)"
+                    " VALUES (%s, 'scalar', %s, now()) ON CONFLICT (device_id, detector)"
                     " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                     rows,
                 )
@@ -370,7 +404,11 @@ class Runtime:
     async def _silence_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.silent_sweep_s)
-            for finding in self.silence.sweep(datetime.now(UTC)):
+            now = datetime.now(UTC)
+            swept = self.silence.sweep(now)
+            if self.flapping is not None:
+                swept.extend(self.flapping.sweep(now))
+            for finding in swept:
                 self.metrics.findings.labels(finding.rule, finding.phase).inc()
                 await self._findings.put(finding)
 

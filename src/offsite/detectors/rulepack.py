@@ -32,8 +32,9 @@ class _Strict(BaseModel):
 
 
 class TierPolicy(_Strict):
-    """How a subject's risk tier tightens a rule. With k = 0 for A, 1 for B, 2 for C and
-    3 for D:
+    """How a subject's risk tier tightens a rule. Subjects of tiers A and B (the registry's
+    default) are judged as written, since the written set points are the standard's; with
+    k = 1 for C and 2 for D:
 
         threshold' = threshold - s * |threshold - baseline| * threshold_step * k
         confirm'   = confirm * max(0, 1 - confirm_step * k)
@@ -42,10 +43,10 @@ class TierPolicy(_Strict):
     and `baseline` is the rule's neutral value (0 for absolute levels, 1 for factors of a
     rated value), so that only the margin to it shrinks. With the defaults a D subject's
     thresholds sit 15 % closer to the neutral value and its confirmations are 40 % as long
-    as written; A is as written."""
+    as written."""
 
-    threshold_step: float = Field(0.05, ge=0.0, le=0.3)
-    confirm_step: float = Field(0.2, ge=0.0, le=0.33)
+    threshold_step: float = Field(0.075, ge=0.0, le=0.45)
+    confirm_step: float = Field(0.3, ge=0.0, le=0.5)
 
 
 class _Rule(_Strict):
@@ -278,7 +279,7 @@ def resolve(
     hysteresis = getattr(rule, "hysteresis", 0.0)
     confirm = rule.confirm_s
     if rule.tier_tightens:
-        k = TIERS.index(device.risk_tier)
+        k = max(0, TIERS.index(device.risk_tier) - 1)  # A and B as written
         if isinstance(rule, LevelRule):
             sign = 1.0 if rule.direction == "above" else -1.0
             margin = abs(threshold - rule.baseline)
