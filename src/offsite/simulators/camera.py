@@ -102,7 +102,7 @@ def tamper(kind: InjectionKind, frame: NDArray[np.uint8], seed: int) -> NDArray[
         return np.asarray(cv2.GaussianBlur(frame, (0, 0), sigmaX=w / 128), np.uint8)
     if kind == "shift":
         # Knocked aside: the view moves by 5 % of its width and 3 % of its height.
-        matrix = np.float32([[1, 0, 0.05 * w], [0, 1, 0.03 * h]])
+        matrix = np.array([[1, 0, 0.05 * w], [0, 1, 0.03 * h]], np.float32)
         return np.asarray(
             cv2.warpAffine(frame, matrix, (w, h), borderMode=cv2.BORDER_REFLECT), np.uint8
         )
@@ -153,7 +153,7 @@ def simulated_frames(
 
 
 def frame_properties(ts: datetime, seq: int) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = [
         ("ts", ts.astimezone(UTC).isoformat(timespec="milliseconds")),
         ("seq", str(seq)),

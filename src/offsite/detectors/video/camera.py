@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import cv2
 import numpy as np
@@ -77,6 +77,12 @@ class FrameStats:
     changed_fraction: float
     frame_mad: float
     foreground: dict[str, float]
+
+
+def _mask(image: object) -> NDArray[np.uint8]:
+    # OpenCV's stubs type results by the union of every depth; a threshold of a uint8 image
+    # is uint8.
+    return cast("NDArray[np.uint8]", image)
 
 
 def _seconds(value: float) -> timedelta:
@@ -300,7 +306,8 @@ class CameraDetector:
         c = self.config
         assert self._background is not None
         background = cv2.convertScaleAbs(self._background, alpha=gain)
-        mask = cv2.compare(cv2.absdiff(gray, background), c.foreground_threshold, cv2.CMP_GT)
+        diff = cv2.absdiff(gray, background)
+        mask = _mask(cv2.threshold(diff, c.foreground_threshold, 255, cv2.THRESH_BINARY)[1])
         changed = cv2.countNonZero(mask) / mask.size
         # Sudden, not absolute: auto exposure and daylight move the gain slowly.
         jump = abs(gain / self._gain_ref - 1.0)
@@ -330,7 +337,8 @@ class CameraDetector:
         blobs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _KERNEL)
         moving: NDArray[np.uint8] | None = None
         if self._motion:
-            moving = cv2.compare(cv2.absdiff(gray, prev), c.foreground_threshold, cv2.CMP_GT)
+            change = cv2.absdiff(gray, prev)
+            moving = _mask(cv2.threshold(change, c.foreground_threshold, 255, cv2.THRESH_BINARY)[1])
         held = warming or (self._hold_until is not None and ts < self._hold_until)
         area: dict[str, float] = {}
         for zone in c.zones:
@@ -429,7 +437,8 @@ class CameraDetector:
         if prev is None or prev.shape != small.shape or self._reference is None:
             return 0.0, 0.0
         if self._window is None or self._window.shape != small.shape:
-            self._window = cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F)
+            window = cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F)
+            self._window = np.asarray(window, np.float32)
         move_px = self.config.move_fraction * gray.shape[1]
         if steady:
             # Copies: OpenCV 5.0's phaseCorrelate applies the window to its inputs in place.
@@ -471,18 +480,19 @@ class CameraDetector:
         """
         assert self._reference is not None
         h, w = small.shape
-        matrix = np.float32([[1, 0, self._offset[0] / 2], [0, 1, self._offset[1] / 2]])
+        matrix = np.array([[1, 0, self._offset[0] / 2], [0, 1, self._offset[1] / 2]], np.float32)
         # At the frame's exposure, or a brighter wall would fit neither hypothesis.
         reference = self._reference * np.float32(gain)
         shifted = cv2.warpAffine(reference, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
         in_place = cv2.absdiff(small, reference)
         moved = cv2.absdiff(small, shifted)
-        fits_place = cv2.compare(in_place, _FIT, cv2.CMP_LE)
-        fits_move = cv2.compare(moved, _FIT, cv2.CMP_LE)
-        misses_place = cv2.compare(in_place, _FIT + _MARGIN, cv2.CMP_GT)
-        misses_move = cv2.compare(moved, _FIT + _MARGIN, cv2.CMP_GT)
-        for_move = cv2.countNonZero(cv2.bitwise_and(fits_move, misses_place))
-        for_place = cv2.countNonZero(cv2.bitwise_and(fits_place, misses_move))
+        fits_place = cv2.threshold(in_place, _FIT, 1, cv2.THRESH_BINARY_INV)[1]
+        fits_move = cv2.threshold(moved, _FIT, 1, cv2.THRESH_BINARY_INV)[1]
+        misses_place = cv2.threshold(in_place, _FIT + _MARGIN, 1, cv2.THRESH_BINARY)[1]
+        misses_move = cv2.threshold(moved, _FIT + _MARGIN, 1, cv2.THRESH_BINARY)[1]
+        # Masks of 0 and 1: their minimum is their intersection.
+        for_move = cv2.countNonZero(cv2.min(fits_move, misses_place))
+        for_place = cv2.countNonZero(cv2.min(fits_place, misses_move))
         enough = _DECISIVE * small.size
         if for_move >= enough and for_move >= 2 * for_place:
             return 1
