@@ -105,8 +105,10 @@ class CameraDetector:
         self._moved = Episode(
             TAMPER_RULES[2], "orange", "Camera moved off its view", confirm, clear
         )
+        # One changed frame proves the stream live again; a still scene repeats frames
+        # now and then, which must not keep a frozen episode open.
         self._frozen = Episode(
-            TAMPER_RULES[3], "orange", "Camera image frozen", _seconds(c.freeze_s), clear
+            TAMPER_RULES[3], "orange", "Camera image frozen", _seconds(c.freeze_s), timedelta(0)
         )
         self._global = Episode(
             GLOBAL_RULE,
