@@ -170,6 +170,7 @@ def run_camera(
     script: Sequence[Injection] = (),
     loops: int = 1,
     quality: int = 80,
+    duration_s: float | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Publish every camera's stream in real time; returns frames published.
@@ -194,7 +195,10 @@ def run_camera(
     wall_t0 = datetime.now(UTC)
     published = 0
     try:
-        for frame in simulated_frames(clip, script, t0=wall_t0, quality=quality, loops=loops):
+        frames = simulated_frames(
+            clip, script, t0=wall_t0, quality=quality, loops=loops, end_s=duration_s
+        )
+        for frame in frames:
             delay = started + frame.t - time.monotonic()
             if delay > 0 and stop.wait(delay):
                 break
