@@ -16,7 +16,8 @@ What is asserted:
   nobody in view once the clear delay (plus 1.5 s for the departing shadow) has passed;
 - each tamper kind (cover, blur, shift, freeze), injected both into an empty view and in
   front of a person, opens its own clue within 2 s of video time, and no other tamper clue;
-- both clips untouched open no tamper clue.
+- cover, blur and freeze over the car park are detected the same way;
+- both clips untouched open no tamper clue (nor global change, nor offline).
 """
 
 from __future__ import annotations
@@ -131,8 +132,9 @@ def test_nobody_in_view_means_no_presence(person_run: Run) -> None:
 @pytest.mark.parametrize("name", [PERSON_CLIP, CAR_CLIP])
 def test_untouched_clips_open_no_tamper_clue(name: str, person_run: Run) -> None:
     result = person_run if name == PERSON_CLIP else run(clip(name))
-    tamper = [f for f in result.findings if f.rule in TAMPER_RULES or f.rule == OFFLINE_RULE]
-    assert tamper == []
+    noise = {GLOBAL_RULE, OFFLINE_RULE, *TAMPER_RULES}
+    # Auto exposure swings as a white car drives through: not a global change either.
+    assert [f for f in result.findings if f.rule in noise] == []
 
 
 @pytest.mark.parametrize("kind", ["cover", "blur", "shift", "freeze"])
@@ -151,6 +153,18 @@ def test_tamper_is_detected_within_two_seconds(kind: InjectionKind, start_s: flo
     cleared = [f for f in result.findings if f.rule == rule and f.phase == "cleared"]
     assert cleared, f"{kind} episode never cleared after the injection ended"
     assert seconds(cleared[0].at) <= start_s + duration + 3.0
+
+
+@pytest.mark.parametrize("kind", ["cover", "blur", "freeze"])
+@pytest.mark.parametrize("start_s", [5.0, 15.0])
+def test_tamper_over_a_car_park(kind: InjectionKind, start_s: float) -> None:
+    # Cars keep crossing this view; a knock (shift) while they do is a known gap, see README.
+    result = run(clip(CAR_CLIP), (Injection(kind, start_s, 5.0),), start_s + 8)
+    rule = RULE_OF[kind]
+    first = next(opened(result.findings, rule))
+    assert start_s - 0.05 <= seconds(first.episode_start)
+    assert seconds(first.at) - start_s <= 2.0
+    assert {f.rule for f in result.findings if f.rule in TAMPER_RULES} == {rule}
 
 
 def test_offline_opens_after_the_silence_and_clears_on_return() -> None:

@@ -6,12 +6,13 @@ Every frame is judged at a small size in grey (a 768x432 camera is seen at 192x1
   from it are foreground; they are absorbed into the background only with a long time
   constant (`absorb_tau_s`), so a person who stands still stays foreground, while the rest
   of the background follows slow light drift (`background_tau_s`). Before comparing, the
-  background is scaled by the frame's brightness gain (median ratio over a sparse grid,
-  which foreground covering less than half the view does not sway), so auto exposure and
-  slow dimming do not read as presence.
-- Global change: a brightness gain beyond `global_gain`, or most of the view changed at once
-  (IR switch, lights), is its own episode `video.global_change`; the background restarts from
-  the new view and presence is held (neither opened nor cleared) until the view settles.
+  background is scaled by the frame's brightness gain (measured over the pixels that were
+  background in the last frame, so a person in view does not sway it), so auto exposure
+  and slow dimming do not read as presence.
+- Global change: brightness stepping by more than `global_gain` from one frame to the next,
+  or most of the view changed at once (lights, IR switch), is its own episode
+  `video.global_change`; the background restarts from the new view and presence is held
+  (neither opened nor cleared) until the view settles.
 - Tamper, each its own rule: `covered` (almost no contrast left), `defocused` (sharpness,
   the Laplacian's standard deviation over the image's, below a fraction of the learnt one,
   so dimming alone does not look like blur), `moved` (phase correlation against a learnt
@@ -60,7 +61,6 @@ _MARGIN: Final = 8.0
 """A pixel counts for a hypothesis that fits it within _FIT grey levels while the other
 misses it by _MARGIN more; pixels neither fits (a person) count for none."""
 _DECISIVE: Final = 0.01
-_GAIN_TAU_S: Final = 2.0
 _STILL_MAD: Final = 1.0
 """Mean grey difference between successive frames below which no jump is looked for; a
 move of `move_fraction` changes frames of the test clips by 4 to 30 levels."""
@@ -156,7 +156,7 @@ class CameraDetector:
         self._background_u8: NDArray[np.uint8] | None = None
         self._reference: NDArray[np.float32] | None = None
         self._sharpness_ref = 0.0
-        self._gain_ref = 1.0
+        self._prev_gain = 1.0
         self._zone_masks: dict[str, tuple[NDArray[np.uint8], bool]] = {}
         self._window: NDArray[np.float32] | None = None
         self._prev_small: NDArray[np.float32] | None = None
@@ -316,9 +316,10 @@ class CameraDetector:
         diff = cv2.absdiff(gray, background)
         mask = _mask(cv2.threshold(diff, c.foreground_threshold, 255, cv2.THRESH_BINARY)[1])
         changed = cv2.countNonZero(mask) / mask.size
-        # Sudden, not absolute: auto exposure and daylight move the gain slowly.
-        jump = abs(gain / self._gain_ref - 1.0)
-        self._gain_ref += min(1.0, dt / _GAIN_TAU_S) * (gain - self._gain_ref)
+        # From one frame to the next: a switch is a step, while auto exposure (a white car
+        # driving in) and daylight move the gain a few per cent a frame.
+        jump = abs(gain / self._prev_gain - 1.0)
+        self._prev_gain = gain
         global_change = jump > c.global_gain or changed > c.global_fraction
         if not warming:
             details: dict[str, float | str | None] = {"gain": gain}
@@ -379,7 +380,7 @@ class CameraDetector:
         self._background = gray.astype(np.float32)
         self._background_mask = None
         self._background_u8 = gray
-        self._gain_ref = 1.0
+        self._prev_gain = 1.0
         if self._reference is None or self._reference.shape != self._small(gray).shape:
             self._reference = self._small(gray)
         if self._sharpness_ref <= 0:

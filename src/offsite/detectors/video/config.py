@@ -83,7 +83,7 @@ class CameraVideoConfig(_Strict):
     presence_clear_s: float = Field(2.0, ge=0)
     # Global change (lights, IR switch, sun)
     global_gain: float = Field(
-        0.25, gt=0, description="relative change of mean brightness that is a global change"
+        0.2, gt=0, description="relative step of brightness from one frame to the next"
     )
     global_fraction: float = Field(
         0.6, gt=0, le=1, description="fraction of the image changed at once that is global"
