@@ -26,7 +26,7 @@ from offsite.detectors.video import (
 from offsite.detectors.video.episodes import Episode
 from offsite.detectors.video.ring import FrameRing
 from offsite.detectors.video.scheduler import FrameScheduler, fair_shares
-from offsite.detectors.video.worker import FrameResult, process_frame, worker_for
+from offsite.detectors.video.worker import FrameResult, VideoWorkers, process_frame, worker_for
 from tests.fixtures.video import VIDEO_DIR
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -268,6 +268,40 @@ def test_process_frame_in_a_process_pool() -> None:
     assert results[-1].seq == 29
     assert broken.error is not None
     assert broken.findings == ()
+
+
+def test_video_workers_pin_each_camera_to_one_worker() -> None:
+    view = scene()
+    jpegs = [cv2.imencode(".jpg", noisy(view, i))[1].tobytes() for i in range(12)]
+    cameras = [f"cam-{i}" for i in range(6)]
+    with VideoWorkers(2) as workers:
+        futures = [
+            workers.submit(camera, at(i / FPS), jpeg, seq=i)
+            for i, jpeg in enumerate(jpegs)
+            for camera in cameras
+        ]
+        assert all(f.result(60).error is None for f in futures)
+        offline = [f for future in workers.sweep(at(30)) for f in future.result(60)]
+        snapshots = [future.result(60) for future in workers.snapshots()]
+    assert sorted(f.device_id for f in offline) == cameras
+    held = [set(snapshot) for snapshot in snapshots]
+    assert held[0] | held[1] == set(cameras)
+    assert held[0] & held[1] == set()  # one detector per camera, in one worker
+    for index, names in enumerate(held):
+        assert all(worker_for(name, 2) == index for name in names)
+
+
+def test_scheduler_weights_share_the_budget() -> None:
+    scheduler: FrameScheduler[int] = FrameScheduler(30.0, queue_per_camera=3)
+    scheduler.set_weight("entrance", 2.0)
+    for step in range(1000):
+        now = step * 0.01
+        for camera in ("entrance", "yard"):
+            scheduler.offer(camera, step, now)
+        scheduler.take(now)
+    processed = scheduler.processed_counts()
+    assert 1.8 <= processed["entrance"] / processed["yard"] <= 2.2
+    assert sum(processed.values()) <= 30 * 10 + scheduler.burst
 
 
 # -- bench ------------------------------------------------------------------------------------

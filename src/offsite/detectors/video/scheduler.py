@@ -48,6 +48,8 @@ class FrameScheduler(Generic[T]):
         self._last: float | None = None
         self._cameras: dict[str, _Camera[T]] = {}
         self._order: deque[str] = deque()
+        self._turn: str | None = None
+        """The camera being served; a turn cut short by the budget resumes first."""
 
     def set_weight(self, camera_id: str, weight: float) -> None:
         """A camera's share relative to others (default 1): e.g. 2 for an entrance."""
@@ -71,25 +73,33 @@ class FrameScheduler(Generic[T]):
         self._shed_stale(now)
         out: list[tuple[str, T]] = []
         while self._tokens >= 1.0:
-            active = [cid for cid in self._order if self._cameras[cid].queue]
-            if not active:
+            if self._turn is None and not self._start_turn():
                 break
-            for camera_id in active:
-                camera = self._cameras[camera_id]
-                camera.deficit += camera.weight
-                while camera.deficit >= 1.0 and camera.queue and self._tokens >= 1.0:
-                    _, item = camera.queue.popleft()
-                    camera.deficit -= 1.0
-                    camera.processed += 1
-                    self._tokens -= 1.0
-                    out.append((camera_id, item))
-                if not camera.queue:
-                    camera.deficit = 0.0  # no credit saved up while idle
-                if self._tokens < 1.0:
-                    # Next call starts after this camera: nobody is always served first.
-                    self._order.rotate(-(self._order.index(camera_id) + 1))
-                    break
+            assert self._turn is not None
+            camera = self._cameras[self._turn]
+            while camera.deficit >= 1.0 and camera.queue and self._tokens >= 1.0:
+                _, item = camera.queue.popleft()
+                camera.deficit -= 1.0
+                camera.processed += 1
+                self._tokens -= 1.0
+                out.append((self._turn, item))
+            if camera.queue and camera.deficit >= 1.0:
+                break  # out of budget mid-turn: the turn resumes on the next call
+            if not camera.queue:
+                camera.deficit = 0.0  # no credit saved up while idle
+            self._turn = None
+            self._order.rotate(-1)  # its turn is over: to the back of the line
         return out
+
+    def _start_turn(self) -> bool:
+        for _ in range(len(self._order)):
+            camera = self._cameras[self._order[0]]
+            if camera.queue:
+                camera.deficit += camera.weight
+                self._turn = self._order[0]
+                return True
+            self._order.rotate(-1)
+        return False
 
     def shed_counts(self) -> dict[str, int]:
         return {cid: c.shed for cid, c in self._cameras.items()}
