@@ -75,7 +75,8 @@ class FrameStats:
     sharpness: float
     sharpness_ref: float
     shift_px: float
-    shift_response: float
+    shift_verdict: int
+    """+1: the shifted reference fits the view better, -1: the one in place does, 0: neither."""
     gain: float
     changed_fraction: float
     frame_mad: float
@@ -236,7 +237,7 @@ class CameraDetector:
         steady = std >= c.cover_std and self._prev_std >= c.cover_std
         self._prev_std = std
         gain = self._gain(gray)
-        shift, response = self._shift(ts, gray, steady, mad < _STILL_MAD, gain)
+        shift, verdict = self._shift(ts, gray, steady, mad < _STILL_MAD, gain)
         warming = self._first_ts is not None and (ts - self._first_ts).total_seconds() < c.warmup_s
         suspect = self._step_tamper(ts, gray, mad, std, sharpness, shift, warming, out)
         foreground: dict[str, float] = {}
@@ -254,7 +255,7 @@ class CameraDetector:
             sharpness,
             self._sharpness_ref,
             shift,
-            response,
+            verdict,
             gain,
             changed,
             mad,
@@ -439,24 +440,25 @@ class CameraDetector:
 
     def _shift(
         self, ts: datetime, gray: NDArray[np.uint8], steady: bool, still: bool, gain: float
-    ) -> tuple[float, float]:
-        """The camera's displacement from its reference view, in analysis pixels, and the
-        correlation peak that backs it (0 when there is none).
+    ) -> tuple[float, int]:
+        """The camera's displacement from its reference view in analysis pixels (0 unless
+        backed), and the last verdict of `_hypothesis` on it.
 
-        Comparing each frame with the reference alone is fooled by people: in a plain room a
+        Correlating each frame with the reference is fooled by people: in a plain room a
         person is most of the image's structure and the correlation follows them. Between
         *successive* frames the static scene dominates instead, so a knock shows up as a
-        sharp jump of the whole view. Jumps are summed into an offset, and the offset counts
-        only while the reference comparison finds the same displacement: a person walking
-        close to the lens can fake one of the two, not both. An offset the reference does not
-        back for `_UNBACKED_S` is dropped, and so is one once the view lines up again.
-        A frame barely different from the last (`still`) cannot hold a jump: the
-        correlation, the dearest step of a frame, is skipped for it.
+        sharp jump of the whole view followed by stillness (a walking person or a car keeps
+        moving). Accepted jumps are summed into an offset, which counts once the reference,
+        shifted by it, explains the view better than the reference in place: a person close
+        to the lens can fake one of the two, not both. An offset left unbacked for
+        `_UNBACKED_S` is dropped, and so is one as soon as the view lines up again. A frame
+        barely different from the last (`still`) cannot hold a jump, so the correlation, the
+        dearest step of a frame, is skipped for it.
         """
         small = self._small(gray)
         prev, self._prev_small = self._prev_small, small
         if prev is None or prev.shape != small.shape or self._reference is None:
-            return 0.0, 0.0
+            return 0.0, 0
         if self._window is None or self._window.shape != small.shape:
             window = cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F)
             self._window = np.asarray(window, np.float32)
@@ -478,23 +480,23 @@ class CameraDetector:
             elif response >= _JUMP_RESPONSE and step >= move_px:
                 self._pending_jump = (2.0 * dx, 2.0 * dy)
         if self._offset == (0.0, 0.0):
-            return 0.0, 0.0
+            return 0.0, 0
         verdict = self._hypothesis(small, gain)
         if verdict < 0:
             # The reference explains the view better unshifted: back in place.
             self._offset = (0.0, 0.0)
             self._backed_at = None
-            return 0.0, 0.0
+            return 0.0, verdict
         if verdict > 0:
             self._backed_at = ts
         last = self._backed_at or self._jumped_at
         if last is None or (ts - last).total_seconds() > _UNBACKED_S:
             self._offset = (0.0, 0.0)
             self._backed_at = None
-            return 0.0, 0.0
+            return 0.0, verdict
         # People passing make single comparisons undecided; a recent agreement carries.
         backed = self._backed_at is not None
-        return (float(np.hypot(*self._offset)) if backed else 0.0), float(verdict)
+        return (float(np.hypot(*self._offset)) if backed else 0.0), verdict
 
     def _hypothesis(self, small: NDArray[np.float32], gain: float) -> int:
         """+1 if the reference shifted by the offset explains the view clearly better than
