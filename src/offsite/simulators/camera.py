@@ -186,10 +186,11 @@ def run_camera(
         )
         status = f"offsite/v1/video/{camera_id}/status"
         client.will_set(status, b"offline", qos=1, retain=True)
+        # Said again on every reconnect, after the broker may have published the will.
+        client.on_connect = lambda c, *_, topic=status: c.publish(topic, b"online", 1, True)
         client.max_queued_messages_set(1000)
         client.connect_async(host, port, keepalive=30)
         client.loop_start()
-        client.publish(status, b"online", qos=1, retain=True)
         clients.append((camera_id, client))
     started = time.monotonic()
     wall_t0 = datetime.now(UTC)
