@@ -1,3 +1,3 @@
 """Fixtures live in tests/fixtures/, one module per real service."""
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.broker"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.broker", "tests.fixtures.video"]

@@ -224,6 +224,49 @@ def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.simulators.camera import Injection, run_camera  # noqa: PLC0415
+
+    url = args.mqtt_url or settings.mqtt_url
+    if url is None:
+        print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
+        return 2
+    try:
+        script = [Injection.parse(spec) for spec in args.inject]
+    except ValueError as exc:
+        print(f"offsite simulate camera: {exc}", file=sys.stderr)
+        return 2
+    host, port = Settings.mqtt_host_port_of(url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cameras = [f"{args.prefix}{args.first + i:02d}" for i in range(args.cameras)]
+    try:
+        count = run_camera(
+            host,
+            port,
+            cameras=cameras,
+            clip=Path(args.clip),
+            script=script,
+            loops=args.loops,
+            quality=args.quality,
+            duration_s=args.duration,
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        return 0
+    print(f"published {count} frames")
+    return 0
+
+
+def cmd_bench_detectors_video(_: Settings, args: argparse.Namespace) -> int:
+    from offsite.bench.detectors_video import run_video_bench  # noqa: PLC0415
+
+    video_dir = Path(args.video_dir) if args.video_dir else None
+    result = run_video_bench(args.frames, video_dir=video_dir, rounds=args.rounds)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
 
@@ -334,6 +377,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     equipment.add_argument("--mqtt-url", default=None)
     equipment.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     equipment.set_defaults(func=cmd_simulate_equipment)
+    _add_camera_simulator(simulate_sub)
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -356,6 +400,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     ingest.add_argument("--probes", type=_positive(int), default=40, help="alert probes")  # type: ignore[arg-type]
     ingest.set_defaults(func=cmd_bench_ingest)
+    _add_video_bench(bench_sub)
 
 
 def _add_rules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -375,6 +420,40 @@ def _add_rules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--pack", action="append", default=[], help="rule pack file (default: built-in packs)"
     )
     backtest.set_defaults(func=cmd_rules_backtest)
+
+
+def _add_camera_simulator(
+    simulate_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    camera = simulate_sub.add_parser(
+        "camera", help="cameras replaying a real clip as JPEG frames over MQTT 5"
+    )
+    camera.add_argument("--clip", required=True, help="an .mp4, e.g. ../shared/data/video/...")
+    camera.add_argument("--cameras", type=_positive(int), default=1)  # type: ignore[arg-type]
+    camera.add_argument("--prefix", default="cam-", help="camera ids: prefix and a number")
+    camera.add_argument("--first", type=_positive(int), default=1)  # type: ignore[arg-type]
+    camera.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="KIND@START+DURATION",
+        help="cover, blur, shift, freeze, offline or lights, in seconds, e.g. cover@20+8",
+    )
+    camera.add_argument("--loops", type=_positive(int), default=1)  # type: ignore[arg-type]
+    camera.add_argument("--duration", type=_positive(float), default=None, help="seconds")  # type: ignore[arg-type]
+    camera.add_argument("--quality", type=_positive(int), default=80, help="JPEG quality")  # type: ignore[arg-type]
+    camera.add_argument("--mqtt-url", default=None)
+    camera.set_defaults(func=cmd_simulate_camera)
+
+
+def _add_video_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    video = bench_sub.add_parser(
+        "detectors-video", help="video pipeline frames/s per core against a baseline"
+    )
+    video.add_argument("--frames", type=_positive(int), default=400, help="per clip")  # type: ignore[arg-type]
+    video.add_argument("--rounds", type=_positive(int), default=3)  # type: ignore[arg-type]
+    video.add_argument("--video-dir", default=None, help="default: ../shared/data/video")
+    video.set_defaults(func=cmd_bench_detectors_video)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
