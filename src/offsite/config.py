@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     )
 
     evidence_before_s: float = Field(120.0, ge=0, description="telemetry kept before a trigger")
+    video_budget_fps: float = Field(
+        100.0, gt=0, description="frames judged per second over all cameras; the rest are shed"
+    )
+    video_workers: int = Field(1, ge=1, le=64, description="processes judging frames")
+    video_ring_s: float = Field(30.0, gt=0, description="seconds of frames kept per camera")
+    video_evidence_before_s: float = Field(
+        5.0, ge=0, description="frames before a video trigger fixed as evidence"
+    )
+    video_evidence_frames: int = Field(
+        12, ge=1, le=200, description="at most this many frames in one clue's evidence"
+    )
     silent_after_intervals: float = Field(
         3.0, gt=1, description="a device is silent after this many expected intervals"
     )

@@ -38,6 +38,7 @@ from offsite.detectors.rulepack import (
     retune,
 )
 from offsite.detectors.silence import SilenceDetector
+from offsite.frames import FRAME_TOPIC, FrameIntake, FrameSettings, camera_configs
 from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
 from offsite.gateway.equipment_payloads import EquipmentReading
 from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
@@ -99,10 +100,26 @@ class Runtime:
         self.engine = ScalarEngine(self.packs, (), overrides)
         self.flapping = FlappingDetector.from_packs(self.packs)
         self.silence = SilenceDetector(settings.silent_after_intervals)
-        self.casework = Casework(self.pool, timedelta(seconds=settings.evidence_before_s))
+        self.frames = FrameIntake(
+            FrameSettings(
+                budget_fps=settings.video_budget_fps,
+                workers=settings.video_workers,
+                ring_seconds=settings.video_ring_s,
+            ),
+            self.metrics.registry,
+            self._put_findings,
+        )
+        self.casework = Casework(
+            self.pool,
+            timedelta(seconds=settings.evidence_before_s),
+            frames=self.frames.frames,
+            frames_before=timedelta(seconds=settings.video_evidence_before_s),
+            max_frames=settings.video_evidence_frames,
+        )
         self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
+        self.video_gateway: MqttGateway | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
@@ -132,6 +149,27 @@ class Runtime:
                 )
                 await self.gateway.start()
                 self._spawn(self._ingest_loop(self.gateway), "ingest")
+                # Frames on a connection of their own: QoS 0, shed under overload, never in
+                # the way of telemetry (frames.py).
+                self.video_gateway = MqttGateway(
+                    MqttOptions(
+                        host=host,
+                        port=port,
+                        client_id=self.settings.mqtt_client_id + "-video",
+                        protocol=self.settings.mqtt_protocol,
+                        username=self.settings.mqtt_username,
+                        password=password.get_secret_value() if password else None,
+                        shared_group=self.settings.mqtt_shared_group,
+                        capacity=2_000,
+                        subscriptions=(FRAME_TOPIC,),
+                        qos=0,
+                        persistent=False,
+                    ),
+                    asyncio.get_running_loop(),
+                )
+                await self.video_gateway.start()
+                await self._resume_cameras()
+                self._spawn(self.frames.run(self.video_gateway), "frames")
             self._spawn(self._casework_loop(), "casework")
             self._spawn(self._silence_loop(), "silence")
             self._spawn(self._registry_listener(), "registry-listener")
@@ -146,9 +184,10 @@ class Runtime:
         await self.close()
 
     async def close(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.stop()
-            self.gateway = None
+        for gateway in (self.gateway, self.video_gateway):
+            if gateway is not None:
+                await gateway.stop()
+        self.gateway = self.video_gateway = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -157,6 +196,8 @@ class Runtime:
         self._tasks.clear()
         with contextlib.suppress(psycopg.Error, TimeoutError):
             await asyncio.wait_for(self.checkpoint(), 5)
+            await asyncio.wait_for(self.checkpoint_cameras(), 5)
+        await asyncio.to_thread(self.frames.close)
         await self.pool.close(timeout=5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -177,6 +218,9 @@ class Runtime:
         self.engine.set_devices(
             DeviceProfile.of(d.id, d.kind, d.subject_id, d.risk_tier, d.attributes)
             for d in directory.values()
+        )
+        self.frames.set_cameras(
+            camera_configs((d.id, d.kind, d.attributes) for d in directory.values())
         )
         _LOG.info("registry: %d active devices", len(directory))
 
@@ -317,9 +361,26 @@ class Runtime:
         if self.flapping is not None:
             for change in d.statuses:
                 findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
+        await self._put_findings(findings)
+
+    async def _put_findings(self, findings: list[Finding]) -> None:
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
             await self._findings.put(finding)
+
+    async def _resume_cameras(self) -> None:
+        """Cameras resume their episodes and references from the last checkpoint."""
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT device_id, state FROM detector_state WHERE detector = 'video'"
+                )
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            _LOG.warning("camera checkpoints unreadable (%s); cameras start afresh", exc)
+            return
+        for camera_id, state in rows:
+            await self.frames.restore(camera_id, state)
 
     async def _resume_devices(self, devices: set[str]) -> None:
         """Devices first seen by this worker resume from their checkpoint, if any (the
@@ -360,10 +421,29 @@ class Runtime:
             return 0
         return len(rows)
 
+    async def checkpoint_cameras(self) -> int:
+        """Write the cameras' episode state (the worker processes hold it)."""
+        try:
+            states = await self.frames.snapshots()
+            if not states:
+                return 0
+            async with self.pool.connection() as conn, conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO detector_state (device_id, detector, state, updated_at)"
+                    " VALUES (%s, 'video', %s, now()) ON CONFLICT (device_id, detector)"
+                    " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    [(camera_id, Jsonb(state)) for camera_id, state in sorted(states.items())],
+                )
+        except psycopg.Error as exc:
+            _LOG.warning("camera checkpoint failed (%s); will retry", exc)
+            return 0
+        return len(states)
+
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.checkpoint_s)
             await self.checkpoint()
+            await self.checkpoint_cameras()
             if self.flavour == "postgres":
                 await self.fold_rollups()
 
@@ -408,6 +488,8 @@ class Runtime:
             swept = self.silence.sweep(now)
             if self.flapping is not None:
                 swept.extend(self.flapping.sweep(now))
+            if self.video_gateway is not None:
+                swept.extend(await self.frames.sweep(now))
             for finding in swept:
                 self.metrics.findings.labels(finding.rule, finding.phase).inc()
                 await self._findings.put(finding)

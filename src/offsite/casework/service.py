@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,10 +17,26 @@ from offsite.casework.canonical import canonical_json, sha256_hex
 from offsite.casework.directory import DeviceInfo
 from offsite.casework.records import CLUE_COLUMNS, CluePublic
 from offsite.detectors.findings import Finding
+from offsite.detectors.video.ring import StoredFrame
 
 _LOG = logging.getLogger(__name__)
 ALERT_CHANNEL = "offsite_alerts"
 SYSTEM_ACTOR = "offsite:detector"
+
+
+FrameSource = Callable[[str, datetime, datetime], list[StoredFrame]]
+"""A camera's kept frames between two instants (the runtime's frame rings)."""
+
+
+def pick_frames(frames: list[StoredFrame], limit: int) -> list[StoredFrame]:
+    """At most `limit` frames spread evenly over the window, the first and last included:
+    enough to see what happened without storing every frame of a 10 fps camera."""
+    if len(frames) <= limit:
+        return frames
+    if limit == 1:
+        return [frames[-1]]
+    step = (len(frames) - 1) / (limit - 1)
+    return [frames[round(i * step)] for i in range(limit)]
 
 
 def clue_id_for(key: str) -> str:
@@ -92,9 +108,19 @@ async def _append_alert(
 class Casework:
     """Turns findings into records. Owned by the runtime; uses its pool."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], evidence_before: timedelta) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        evidence_before: timedelta,
+        frames: FrameSource | None = None,
+        frames_before: timedelta = timedelta(seconds=5),
+        max_frames: int = 12,
+    ) -> None:
         self._pool = pool
         self._before = evidence_before
+        self._frames = frames
+        self._frames_before = frames_before
+        self._max_frames = max_frames
 
     async def handle(self, finding: Finding, device: DeviceInfo) -> str:
         """Record one finding; returns the clue id."""
@@ -170,13 +196,21 @@ class Casework:
     async def _fix_evidence(
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
     ) -> str:
-        """Freeze the telemetry window from before the trigger up to the firing, hashed."""
-        window_from = f.episode_start - self._before
+        """Freeze the telemetry window from before the trigger up to the firing, or for a
+        camera the frames kept from before the trigger up to the firing, hashed."""
+        video = device.domain == "video"
+        window_from = f.episode_start - (self._frames_before if video else self._before)
         window_to = f.at
         readings = await read_window(conn, device.domain, device.id, window_from, window_to)
+        frames = (
+            pick_frames(self._frames(device.id, window_from, window_to), self._max_frames)
+            if video and self._frames is not None
+            else []
+        )
         evidence_id = "ev_" + clue_id.removeprefix("clu_")
+        kind = "video_frames" if video else "telemetry_window"
         content = {
-            "kind": "telemetry_window",
+            "kind": kind,
             "evidence_id": evidence_id,
             "clue_id": clue_id,
             "rule": f.rule,
@@ -200,20 +234,36 @@ class Casework:
             "columns": list(WINDOW_COLUMNS.get(device.domain, ())),
             "readings": readings,
         }
+        if video:
+            content["frames"] = [
+                {"ts": fr.ts, "seq": fr.seq, "bytes": len(fr.jpeg), "sha256": sha256_hex(fr.jpeg)}
+                for fr in frames
+            ]
         data = canonical_json(content)
         await conn.execute(
             "INSERT INTO evidence (id, clue_id, kind, window_from, window_to, item_count,"
-            " content, sha256) VALUES (%s, %s, 'telemetry_window', %s, %s, %s, %s, %s)",
+            " content, sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 evidence_id,
                 clue_id,
+                kind,
                 window_from,
                 window_to,
-                len(readings),
+                len(frames) if video else len(readings),
                 data.decode("utf-8"),
                 sha256_hex(data),
             ),
         )
+        if frames:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO evidence_frames (evidence_id, idx, ts, seq, sha256, jpeg)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (evidence_id, i, fr.ts, fr.seq, sha256_hex(fr.jpeg), fr.jpeg)
+                        for i, fr in enumerate(frames)
+                    ],
+                )
         return evidence_id
 
     async def _open_case(
@@ -301,6 +351,22 @@ async def verify_evidence(
             if canonical_json(current) != canonical_json(content["readings"]):
                 source_intact = False
                 problems.append("telemetry in the database differs from the evidence window")
+        if "frames" in content:
+            cur = await conn.execute(
+                "SELECT idx, jpeg FROM evidence_frames WHERE evidence_id = %s ORDER BY idx",
+                (evidence_id,),
+            )
+            stored_frames = await cur.fetchall()
+            listed = content["frames"]
+            if len(stored_frames) != len(listed):
+                source_intact = False
+                problems.append(
+                    f"{len(stored_frames)} frames stored, the evidence lists {len(listed)}"
+                )
+            for (idx, jpeg), item in zip(stored_frames, listed, strict=False):
+                if sha256_hex(bytes(jpeg)) != item["sha256"]:
+                    source_intact = False
+                    problems.append(f"frame {idx} differs from its recorded SHA-256")
     except (ValueError, KeyError, TypeError) as exc:
         source_intact = False
         problems.append(f"content is not readable evidence: {exc}")
