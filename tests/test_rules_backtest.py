@@ -83,3 +83,33 @@ def test_backtest_refuses_an_unknown_rule(
     )
     assert code == 2
     assert "gas.nope" in capsys.readouterr().err
+
+
+def test_backtest_replays_equipment_telemetry_too(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # elev-0001 (rated 1.75 m/s) at 2.0 m/s for 5 s: under 1.2x rated, over 1.1x
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO telemetry_equipment (time, device_id, seq, kind, speed_mps, moving,"
+            " door, in_door_zone, alarm_button, received_at)"
+            " VALUES (%s, 'elev-0001', %s, 'elevator', %s, true, 'closed', false, false, %s)",
+            [(at(i), i, 2.0 if 10 <= i < 15 else 1.5, at(i)) for i in range(30)],
+        )
+    monkeypatch.setenv("OFFSITE_DATABASE_URL", database_url)
+
+    def run(*extra: str) -> dict[str, object]:
+        span = ["--from", T0.isoformat(), "--to", (T0 + timedelta(hours=1)).isoformat()]
+        assert main(["rules", "backtest", "--rule", "elevator.overspeed.tier1", *span, *extra]) == 0
+        result: dict[str, object] = json.loads(capsys.readouterr().out)
+        return result
+
+    as_written = run()
+    assert as_written["readings"] == 30
+    assert as_written["clues"] == []
+    tried = run("--set", "threshold=1.1")
+    clues = tried["clues"]
+    assert isinstance(clues, list)
+    assert [(c["rule"], c["device_id"]) for c in clues] == [
+        ("elevator.overspeed.tier1", "elev-0001")
+    ]

@@ -1,7 +1,9 @@
-"""`offsite rules backtest`: stored gas telemetry through rules with changed thresholds.
+"""`offsite rules backtest`: stored telemetry through rules with changed thresholds.
 
 The I/O around the pure `detectors.backtest`: devices and subjects from the registry
-tables, readings from `telemetry_gas` in event-time order, fetched in bounded batches.
+tables, readings from `telemetry_gas` and `telemetry_equipment` in event-time order, fetched
+in bounded batches (each device's readings are in one table, so the engine can take one
+table after the other).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,32 @@ FROM telemetry_gas
 WHERE time >= %s AND time < %s
 ORDER BY time, device_id, seq
 """
+
+
+_EQUIPMENT_FIELDS = (
+    "speed_mps",
+    "rated_speed_mps",
+    "floor",
+    "door",
+    "moving",
+    "in_door_zone",
+    "alarm_button",
+    "load_kg",
+    "mains_power",
+    "pressure_mpa",
+    "temp_c",
+    "water_level_mm",
+    "load_t",
+    "rated_load_t",
+    "wind_mps",
+)
+_EQUIPMENT_QUERY = f"""
+SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, seq,
+       (extract(epoch FROM received_at) * 1000)::bigint, {", ".join(_EQUIPMENT_FIELDS)}
+FROM telemetry_equipment
+WHERE time >= %s AND time < %s
+ORDER BY time, device_id, seq
+"""  # noqa: S608 - constants
 
 
 def read_profiles(conn: psycopg.Connection[Any]) -> list[DeviceProfile]:
@@ -46,6 +75,32 @@ def gas_batches(
         cur.execute(_GAS_QUERY, (since, until))
         while rows := cur.fetchmany(rows_per_batch):
             yield _gas_batch(rows)
+
+
+def equipment_batches(
+    conn: psycopg.Connection[Any], since: datetime, until: datetime, rows_per_batch: int
+) -> Iterator[ReadingBatch]:
+    """Stored equipment readings in [since, until), oldest first, as engine batches; a
+    field a kind does not report is absent (NaN) in its rows."""
+    with conn.cursor(name="offsite_backtest_equipment") as cur:
+        cur.itersize = rows_per_batch
+        cur.execute(_EQUIPMENT_QUERY, (since, until))
+        while rows := cur.fetchmany(rows_per_batch):
+            n = len(rows)
+            index: dict[str, int] = {}
+            device = np.fromiter((index.setdefault(r[1], len(index)) for r in rows), np.int32, n)
+            columns = {
+                name: np.fromiter((code(name, r[4 + i]) for r in rows), np.float64, n)
+                for i, name in enumerate(_EQUIPMENT_FIELDS)
+            }
+            yield ReadingBatch(
+                tuple(index),
+                device,
+                np.fromiter((r[0] for r in rows), np.int64, n),
+                np.fromiter((r[2] for r in rows), np.int64, n),
+                np.fromiter((r[3] for r in rows), np.int64, n),
+                columns,
+            )
 
 
 def _gas_batch(rows: Sequence[tuple[Any, ...]]) -> ReadingBatch:
@@ -105,7 +160,7 @@ def run_backtest(
     overrides: Sequence[Override] = (),
     rows_per_batch: int = 100_000,
 ) -> BacktestResult:
-    """`rules` over the stored gas telemetry; `changes` retune the one rule named."""
+    """`rules` over the stored telemetry; `changes` retune the one rule named."""
     packs = list(packs)
     if changes:
         if len(rules) != 1:
@@ -115,7 +170,10 @@ def run_backtest(
     engine = ScalarEngine(packs, read_profiles(conn), overrides, only=rules)
     findings: list[Finding] = []
     readings = 0
-    for batch in gas_batches(conn, since, until, rows_per_batch):
+    for batch in chain(
+        gas_batches(conn, since, until, rows_per_batch),
+        equipment_batches(conn, since, until, rows_per_batch),
+    ):
         readings += len(batch)
         findings.extend(engine.feed(batch))
     return BacktestResult(readings, findings)
