@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from offsite.bench.detectors_scalar import TARGET_READINGS_PER_S, run_scalar_bench
 from offsite.detectors.rulepack import builtin_packs
 
@@ -31,3 +33,18 @@ def test_scalar_bench_reports_every_family_and_rule() -> None:
     assert result["baseline"]["readings"] == 2_000
     assert result["gas_levels"]["speedup"] > 0
     assert isinstance(result["meets_target"], bool)
+
+
+def test_offsite_bench_detectors_prints_both_benchmarks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from offsite.cli import main  # noqa: PLC0415
+
+    args = ["bench", "detectors", "--readings", "20000", "--devices", "200"]
+    assert main([*args, "--frames", "20", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["scalar"]["families"]) == {"gas", "elevator", "boiler", "crane", "health"}
+    video = result["video"]
+    if "skipped" not in video:
+        assert video["pipeline"]["frames_per_s_cpu"] > 0
+        assert video["ratio_cpu"] > 0

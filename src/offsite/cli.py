@@ -267,6 +267,23 @@ def cmd_bench_detectors_video(_: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_detectors(_: Settings, args: argparse.Namespace) -> int:
+    """Both detector benchmarks in one JSON: scalar families and the video pipeline."""
+    from offsite.bench.detectors_scalar import run_scalar_bench  # noqa: PLC0415
+    from offsite.bench.detectors_video import run_video_bench  # noqa: PLC0415
+
+    result: dict[str, object] = {
+        "scalar": run_scalar_bench(readings=args.readings, devices=args.devices),
+    }
+    video_dir = Path(args.video_dir) if args.video_dir else None
+    try:
+        result["video"] = run_video_bench(args.frames, video_dir=video_dir, rounds=args.rounds)
+    except FileNotFoundError as exc:
+        result["video"] = {"skipped": f"no clips: {exc}"}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
 
@@ -454,6 +471,15 @@ def _add_video_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentPars
     video.add_argument("--rounds", type=_positive(int), default=3)  # type: ignore[arg-type]
     video.add_argument("--video-dir", default=None, help="default: ../shared/data/video")
     video.set_defaults(func=cmd_bench_detectors_video)
+    both = bench_sub.add_parser(
+        "detectors", help="scalar detectors readings/s and video frames/s per core, vs baselines"
+    )
+    both.add_argument("--readings", type=_positive(int), default=2_000_000)  # type: ignore[arg-type]
+    both.add_argument("--devices", type=_positive(int), default=20_000)  # type: ignore[arg-type]
+    both.add_argument("--frames", type=_positive(int), default=400, help="per clip")  # type: ignore[arg-type]
+    both.add_argument("--rounds", type=_positive(int), default=3)  # type: ignore[arg-type]
+    both.add_argument("--video-dir", default=None, help="default: ../shared/data/video")
+    both.set_defaults(func=cmd_bench_detectors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
