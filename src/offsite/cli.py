@@ -110,12 +110,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             report = load_registry(conn, demo_registry_path())
         print(f"demo registry {report.version}: {report.devices} devices", flush=True)
         host, port = Settings.mqtt_host_port_of(svc.mqtt_url)
-        simulator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "offsite.cli",
-                "simulate",
+        simulators = [
+            _simulator(
                 "gas",
                 "--mqtt-url",
                 svc.mqtt_url,
@@ -127,8 +123,18 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 "leak",
                 "--protocol",
                 svc.mqtt_protocol,
-            ]
-        )
+            ),
+            _simulator(
+                "equipment",
+                "--mqtt-url",
+                svc.mqtt_url,
+                "--scenario",
+                "incidents",
+                "--protocol",
+                svc.mqtt_protocol,
+            ),
+        ]
+        camera_note = _demo_camera(svc.mqtt_url, svc.mqtt_protocol, simulators)
         token = settings.bootstrap_token.get_secret_value()
         try:
             asyncio.run(
@@ -139,14 +145,56 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                         "open {url}#token=" + token + " (API token: " + token + ")\n"
                         f"simulating {args.devices} gas detectors on {host}:{port};"
                         " gas-0001 starts a scripted leak in 5 s: a red clue, its evidence"
-                        " and a case follow within a minute"
+                        " and a case follow within a minute. elev-0001 overspeeds at 20 s and"
+                        " traps its passengers from 40 s (a clue at 100 s); boiler-0001 is"
+                        " over pressure from 30 s." + camera_note
                     ),
                 )
             )
         finally:
-            simulator.terminate()
-            simulator.wait(10)
+            for simulator in simulators:
+                simulator.terminate()
+            for simulator in simulators:
+                simulator.wait(10)
     return 0
+
+
+def _simulator(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "offsite.cli", "simulate", *args]
+    )
+
+
+DEMO_CLIP = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "data"
+    / "video"
+    / ("one-by-one-person-detection.mp4")
+)
+"""The real clip next to a checkout (`../shared/data/video/`), when it is there."""
+
+
+def _demo_camera(mqtt_url: str, protocol: str, simulators: list[subprocess.Popen[bytes]]) -> str:
+    """cam-0001 replays the real clip, covered for 8 s at 60 s, when the clip and an MQTT 5
+    broker (frames carry their time in user properties) are there."""
+    if protocol != "5" or not DEMO_CLIP.is_file():
+        why = "the clip is not there" if protocol == "5" else "the broker speaks MQTT 3.1.1 only"
+        return f" No camera: {why} ({DEMO_CLIP})."
+    simulators.append(
+        _simulator(
+            "camera",
+            "--mqtt-url",
+            mqtt_url,
+            "--clip",
+            str(DEMO_CLIP),
+            "--loops",
+            "1000",
+            "--inject",
+            "cover@60+8",
+        )
+    )
+    return " cam-0001 replays a real clip (people walk in, presence clues) and is covered at 60 s."
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -239,7 +287,7 @@ def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
     host, port = Settings.mqtt_host_port_of(url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cameras = [f"{args.prefix}{args.first + i:02d}" for i in range(args.cameras)]
+    cameras = [f"{args.prefix}{args.first + i:04d}" for i in range(args.cameras)]
     try:
         count = run_camera(
             host,
