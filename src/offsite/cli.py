@@ -155,7 +155,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             for simulator in simulators:
                 simulator.terminate()
             for simulator in simulators:
-                simulator.wait(10)
+                try:
+                    simulator.wait(10)
+                except subprocess.TimeoutExpired:
+                    simulator.kill()  # its devices' last will says offline for it
+                    simulator.wait()
     return 0
 
 

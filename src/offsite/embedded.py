@@ -88,7 +88,11 @@ def start_mosquitto(port: int, data_dir: Path, extra: str = "") -> subprocess.Po
     conf = data_dir / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, data_dir, extra))
     log = (data_dir / "mosquitto.log").open("ab")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)  # noqa: S603
+    # A session of its own: Ctrl-C reaches the whole foreground process group, and the
+    # broker must outlive the gateway's last acknowledgements; its owner stops it.
+    process = subprocess.Popen(  # noqa: S603
+        [binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+    )
     wait_for_port(port, 10, process)
     return process
 
@@ -107,6 +111,7 @@ def start_amqtt(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)],
         stdout=log,
         stderr=log,
+        start_new_session=True,  # as mosquitto's: its owner stops it
     )
     wait_for_port(port, 20, process)
     return process

@@ -248,20 +248,26 @@ class FrameIntake:
     async def sweep(self, now: datetime) -> list[Finding]:
         """Cameras gone offline (judged in the workers, on the gateway clock)."""
         found: list[Finding] = []
-        if not self.started:
+        if not self.started or self._broken:
             return found
-        for future in self._workers.sweep(now):
-            swept: list[Finding] = await asyncio.wrap_future(future)
-            found.extend(swept)
+        try:
+            for future in self._workers.sweep(now):
+                swept: list[Finding] = await asyncio.wrap_future(future)
+                found.extend(swept)
+        except BrokenProcessPool:
+            self._broken = True
         return found
 
     async def snapshots(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        if not self.started:
+        if not self.started or self._broken:
             return out
-        for future in self._workers.snapshots():
-            part: dict[str, dict[str, Any]] = await asyncio.wrap_future(future)
-            out.update(part)
+        try:
+            for future in self._workers.snapshots():
+                part: dict[str, dict[str, Any]] = await asyncio.wrap_future(future)
+                out.update(part)
+        except BrokenProcessPool:
+            self._broken = True  # replaced at the next frame; nothing to checkpoint now
         return out
 
     async def restore(self, camera_id: str, state: dict[str, Any]) -> None:

@@ -191,7 +191,8 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # a task that died has been logged already (_task_done); stopping goes on
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         with contextlib.suppress(psycopg.Error, TimeoutError):

@@ -10,6 +10,7 @@ rate on `offsite/v1/video/{camera_id}/frame` over MQTT 5, with the user properti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -213,7 +214,8 @@ def run_camera(
     finally:
         for camera_id, client in clients:
             status = f"offsite/v1/video/{camera_id}/status"
-            client.publish(status, b"offline", qos=1, retain=True).wait_for_publish(2)
+            with contextlib.suppress(RuntimeError, ValueError):  # the broker may be gone first
+                client.publish(status, b"offline", qos=1, retain=True).wait_for_publish(2)
             client.disconnect()
             client.loop_stop()
     _LOG.info("published %d frames from %d cameras", published, len(cameras))

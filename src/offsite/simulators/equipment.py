@@ -14,6 +14,7 @@ Each device is its own MQTT client with a last will, like the gas simulator.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -100,7 +101,7 @@ class BoilerScript:
 class _Device:
     def __init__(self, device_id: str, host: str, port: int, protocol: str) -> None:
         self.device_id = device_id
-        self.seq = int(time.time() * 1000) % 1_000_000_000  # fresh after a restart
+        self.seq = 0  # counts from zero again after a restart, as devices do
         self.topic = f"offsite/v1/equipment/{device_id}/telemetry"
         self._status = f"offsite/v1/equipment/{device_id}/status"
         self.client = paho.Client(
@@ -123,7 +124,9 @@ class _Device:
         self.client.publish(self.topic, json.dumps(body).encode(), qos=1)
 
     def close(self) -> None:
-        self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
+        # The broker may be gone first (Ctrl-C reaches the whole demo): the will covers it.
+        with contextlib.suppress(RuntimeError, ValueError):
+            self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -6,6 +6,7 @@ Each device is its own MQTT client with a last will (`offline`, retained) and a 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -49,7 +50,7 @@ class LeakScript:
 class SimulatedGasDetector:
     def __init__(self, device_id: str, host: str, port: int, protocol: str, index: int) -> None:
         self.device_id = device_id
-        self.seq = int(time.time() * 1000) % 1_000_000_000  # fresh after a restart
+        self.seq = 0  # counts from zero again after a restart, as devices do
         self.baseline = random.uniform(0.5, 3.0)  # noqa: S311 - simulation, not security
         self.use_epoch_ms = index % 2 == 0  # both timestamp forms of the contract
         self._status = f"offsite/v1/gas/{device_id}/status"
@@ -86,7 +87,9 @@ class SimulatedGasDetector:
 
     def close(self) -> None:
         # A clean stop says offline itself; the will is for when the device just dies.
-        self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
+        # The broker may be gone first (Ctrl-C reaches the whole demo): the will covers it.
+        with contextlib.suppress(RuntimeError, ValueError):
+            self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 

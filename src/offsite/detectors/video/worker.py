@@ -17,6 +17,7 @@ effect on the next frame with the episodes carried over.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 import zlib
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -97,6 +98,12 @@ def worker_for(camera_id: str, workers: int) -> int:
     return zlib.crc32(camera_id.encode()) % workers
 
 
+def _ignore_interrupt() -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the owner stops the workers
+    itself, after its last checkpoint, rather than have them die under it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class VideoWorkers:
     """N single-process pools, a camera pinned to one of them."""
 
@@ -105,7 +112,10 @@ class VideoWorkers:
             raise ValueError("at least one worker")
         # spawn: the parent runs threads (event loop, MQTT), which fork would copy mid-flight.
         context = multiprocessing.get_context("spawn")
-        self._pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(workers)]
+        self._pools = [
+            ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_interrupt)
+            for _ in range(workers)
+        ]
 
     def __enter__(self) -> VideoWorkers:
         return self
