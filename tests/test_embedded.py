@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from offsite.cli import DEMO_CLIP
 from offsite.embedded import free_port, start_amqtt
 from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
 
@@ -42,7 +43,9 @@ def test_demo_runs_on_embedded_services_and_the_leak_becomes_a_case(tmp_path: Pa
         red: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not red:
             red = httpx.get(
-                f"{base}/api/v1/clues", params={"severity": "red"}, headers=headers
+                f"{base}/api/v1/clues",
+                params={"severity": "red", "device_id": "gas-0001"},
+                headers=headers,
             ).json()
             time.sleep(1)
         assert red, "no red clue within 90 s of start"
@@ -54,6 +57,11 @@ def test_demo_runs_on_embedded_services_and_the_leak_becomes_a_case(tmp_path: Pa
             f"{base}/api/v1/evidence/{clue['evidence_id']}/verify", headers=headers
         ).json()
         assert verify["valid"] is True
+        # the equipment simulator's incidents came in meanwhile, and the camera's visits
+        rules = {c["rule"] for c in httpx.get(f"{base}/api/v1/clues", headers=headers).json()}
+        assert {"elevator.overspeed.tier2", "boiler.overpressure"} <= rules
+        if DEMO_CLIP.is_file():
+            assert "video.presence.view" in rules
         health = httpx.get(f"{base}/healthz").json()
         assert health["database"]
         assert health["mqtt"]
