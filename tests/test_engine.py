@@ -15,7 +15,7 @@ from offsite.detectors.findings import Finding
 from offsite.detectors.gas import GasDetector, GasLevels
 from offsite.detectors.rulepack import DeviceProfile, Override, load_pack
 from offsite.detectors.threshold import ThresholdRule, ThresholdState
-from tests.scalar import T0, at, batch, series
+from tests.scalar import T0, at, batch, engine, series
 
 LEVELS = ("gas.lel.level1", "gas.lel.level2")
 GAS = DeviceProfile("d", "gas_detector")
@@ -130,17 +130,21 @@ def test_same_findings_as_gas_detector_on_random_series(seed: int) -> None:
     old = GasDetector(GasLevels(confirm_s=5, clear_s=8, hysteresis_pct=2))
     new = gas_engine(confirm_s=5, clear_s=8, hysteresis=2)
     clock = {"a": 0.0, "b": 0.0}
+    # A reading sent again carries its time and its seq: one seq per (device, time).
+    seq_of: dict[tuple[str, float], int] = {}
     for _ in range(20):
         rows = []
+        seqs = []
         for _ in range(rng.randint(1, 30)):
             device = rng.choice("ab")
             # mostly forward, sometimes a step back in time (a replay)
             clock[device] += rng.choice([1.0, 1.0, 2.0, 0.0, -3.0])
             value = rng.choice([0.0, 10.0, 24.0, 26.0, 30.0, 49.0, 51.0, 70.0])
             rows.append((device, clock[device], {"lel_pct": value}))
+            seqs.append(seq_of.setdefault((device, clock[device]), len(seq_of)))
         expected = old.feed((d, at(t), f["lel_pct"]) for d, t, f in rows)
         # titles are worded differently and the engine cites its pack; the rest is equal
-        assert [replace(f, title="", details={}) for f in new.feed(batch(rows))] == [
+        assert [replace(f, title="", details={}) for f in new.feed(batch(rows, seqs))] == [
             replace(f, title="", details={}) for f in expected
         ]
     for device in "ab":
@@ -196,3 +200,16 @@ def test_rising_rate_equals_a_naive_window_search(seed: int) -> None:
 
     assert [plain(f) for f in got] == [plain(f) for f in expected]
     assert any(f.phase == "opened" for f in got)
+
+
+def test_readings_of_the_same_millisecond_count_once_each_and_leave_no_seq_gap() -> None:
+    """A message of 20 readings stamped with one time: not replays of each other."""
+    e = engine("health", only=["device.seq_gap"])
+    rows = [("d", 0.0, {"lel_pct": 1.0})] * 20 + [("d", 0.5, {"lel_pct": 1.0})] * 20
+    assert e.feed(batch(rows[:20], list(range(20)))) == []
+    assert e.feed(batch(rows[20:], list(range(20, 40)))) == []
+    assert e.snapshot("d")["last_seq"] == 39
+    # the same message again is a replay; a real gap still shows
+    assert e.feed(batch(rows[20:], list(range(20, 40)))) == []
+    [gap] = e.feed(batch([("d", 1.0, {"lel_pct": 1.0})], [45]))
+    assert gap.value == 5

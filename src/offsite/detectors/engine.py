@@ -71,6 +71,7 @@ class ScalarEngine:
         self._index: dict[str, int] = {}
         self._ids: list[str] = []
         self._last_ts: Ints = np.zeros(0, np.int64)
+        self._last_seq: Ints = np.zeros(0, np.int64)
         self._known: Bools = np.zeros(0, np.bool_)
         self.set_devices(devices)
 
@@ -92,6 +93,7 @@ class ScalarEngine:
         n = len(self._profiles)
         self._ids = [p.id for p in self._profiles]
         self._last_ts = grown(self._last_ts, n, fill=NO_TS)
+        self._last_seq = grown(self._last_seq, n, fill=-1)
         self._known = grown(self._known, n, fill=False)
         for compiled in self._rules:
             compiled.compile(self._profiles, self._overrides, start)
@@ -114,9 +116,13 @@ class ScalarEngine:
         if len(batch) == 0:
             return []
         dev = self._indices(batch.device_ids)[batch.device]
-        order, dev, ts = _by_device_and_time(dev, batch.ts_ms)
-        stale = ts <= self._last_ts[dev]
-        stale[1:] |= (dev[1:] == dev[:-1]) & (ts[1:] == ts[:-1])
+        order, dev, ts = _by_device_and_time(dev, batch.ts_ms, batch.seq)
+        seq = batch.seq[order]
+        # A replay is a reading not after the last one in (time, seq): readings a device
+        # takes in the same millisecond still count, each once.
+        last_ts = self._last_ts[dev]
+        stale = (ts < last_ts) | ((ts == last_ts) & (seq <= self._last_seq[dev]))
+        stale[1:] |= (dev[1:] == dev[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
         if stale.any():
             fresh = np.flatnonzero(~stale)
             order, dev = order[fresh], dev[fresh]
@@ -124,6 +130,7 @@ class ScalarEngine:
             return []
         rows = Rows(batch, dev, order)
         self._last_ts[dev[rows.last]] = rows.ts[rows.last]
+        self._last_seq[dev[rows.last]] = rows.seq()[rows.last]
         self._known[dev[rows.last]] = True
         ids = self._ids
         findings: list[tuple[datetime, str, int, Finding]] = []
@@ -148,6 +155,7 @@ class ScalarEngine:
         return {
             "version": SNAPSHOT_VERSION,
             "last_ts_ms": None if last == NO_TS else last,
+            "last_seq": int(self._last_seq[at]),
             "rules": rules,
         }
 
@@ -159,6 +167,7 @@ class ScalarEngine:
         at = int(self._indices([device_id])[0])
         last = data.get("last_ts_ms")
         self._last_ts[at] = NO_TS if last is None else int(last)
+        self._last_seq[at] = int(data.get("last_seq", -1))
         self._known[at] = True
         saved: dict[str, Any] = data.get("rules") or {}
         for compiled in self._rules:
@@ -173,15 +182,18 @@ class ScalarEngine:
 
 
 def _by_device_and_time(
-    dev: NDArray[np.int32], ts: Ints
+    dev: NDArray[np.int32], ts: Ints, seq: Ints
 ) -> tuple[NDArray[np.intp], NDArray[np.int32], Ints]:
-    """Stable order by (device, time). Gateways mostly see each device's readings in time
+    """Stable order by (device, time, seq). Gateways mostly see each device's readings in
     order, so a stable sort by device alone usually suffices and is checked."""
     order = np.argsort(dev, kind="stable")
-    d, t = dev[order], ts[order]
-    if len(t) > 1 and not np.all((t[1:] >= t[:-1]) | (d[1:] != d[:-1])):
-        order = np.lexsort((ts, dev))
-        d, t = dev[order], ts[order]
+    d, t, q = dev[order], ts[order], seq[order]
+    if len(t) > 1:
+        same = d[1:] == d[:-1]
+        ordered = (t[1:] > t[:-1]) | ((t[1:] == t[:-1]) & (q[1:] >= q[:-1]))
+        if not np.all(ordered | ~same):
+            order = np.lexsort((seq, ts, dev))
+            d, t = dev[order], ts[order]
     return order, d, t
 
 
