@@ -213,3 +213,30 @@ def test_readings_of_the_same_millisecond_count_once_each_and_leave_no_seq_gap()
     assert e.feed(batch(rows[20:], list(range(20, 40)))) == []
     [gap] = e.feed(batch([("d", 1.0, {"lel_pct": 1.0})], [45]))
     assert gap.value == 5
+
+
+def test_batch_times_are_floored_to_the_millisecond_like_to_ms() -> None:
+    from offsite.detectors.batch import _epoch_ms, to_ms  # noqa: PLC0415
+
+    rng = random.Random(3)
+    stamps = [
+        T0 + timedelta(microseconds=rng.randrange(-(10**12), 10**13)) for _ in range(2000)
+    ] + [T0, T0 + timedelta(microseconds=999), T0 - timedelta(microseconds=1)]
+    assert _epoch_ms(stamps).tolist() == [to_ms(t) for t in stamps]
+
+
+def test_a_fast_device_carries_a_thinned_window_and_still_finds_the_rise() -> None:
+    e = engine("gas", only=["gas.lel.rising"], devices=[GAS])
+    # 20 readings a second, flat at 2 %LEL for 40 s, in batches of one second
+    for second in range(40):
+        rows = [("d", second + i / 20, {"lel_pct": 2.0}) for i in range(20)]
+        assert e.feed(batch(rows, list(range(second * 20, second * 20 + 20)))) == []
+    window = e.snapshot("d")["rules"]["gas.lel.rising"]["window"]
+    assert len(window) <= 62  # one point a second, and the newest
+    # then a rise of 10 %LEL in 30 s: 20 %LEL/min, over the pack's 5
+    found = []
+    for second in range(40, 70):
+        level = 2.0 + (second - 40) / 3
+        rows = [("d", second + i / 20, {"lel_pct": level}) for i in range(20)]
+        found += e.feed(batch(rows, list(range(second * 20, second * 20 + 20))))
+    assert [f.rule for f in found if f.phase == "opened"] == ["gas.lel.rising"]

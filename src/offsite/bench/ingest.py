@@ -81,10 +81,12 @@ def _registry_toml(devices: list[str], probes: list[str]) -> str:
 
 
 def _message(device: str, seq0: int, k: int, ts_ms: int) -> bytes:
+    """A normal background: 1.0 to 1.9 %LEL, far from any alarm level or rising rate, so
+    that the detectors see every reading and find nothing."""
     if k == 1:
-        return b'{"ts":%d,"seq":%d,"lel_pct":%.1f}' % (ts_ms, seq0, (seq0 % 50) / 10)
+        return b'{"ts":%d,"seq":%d,"lel_pct":%.1f}' % (ts_ms, seq0, 1 + (seq0 % 10) / 10)
     body = ",".join(
-        f'{{"ts":{ts_ms},"seq":{seq0 + j},"lel_pct":{((seq0 + j) % 50) / 10:.1f}}}'
+        f'{{"ts":{ts_ms},"seq":{seq0 + j},"lel_pct":{1 + ((seq0 + j) % 10) / 10:.1f}}}'
         for j in range(k)
     )
     return ("[" + body + "]").encode()

@@ -36,6 +36,13 @@ def to_ms(when: datetime) -> int:
     return (when - EPOCH) // timedelta(milliseconds=1)
 
 
+def _epoch_ms(stamps: Sequence[datetime]) -> NDArray[np.int64]:
+    """`to_ms` of many: through float seconds, rounded to the microsecond (exact below
+    2**53 µs, past the year 2200) before the floor to milliseconds."""
+    seconds = np.fromiter((t.timestamp() for t in stamps), np.float64, len(stamps))
+    return np.floor_divide(np.round(seconds * 1e6).astype(np.int64), 1000)
+
+
 def from_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
@@ -89,7 +96,7 @@ def batch_from_readings(
     n = len(readings)
     index: dict[str, int] = {}
     device = np.fromiter((index.setdefault(d, len(index)) for d, _ in readings), np.int32, n)
-    ts = np.fromiter((to_ms(getattr(r, "ts")) for _, r in readings), np.int64, n)  # noqa: B009
+    ts = _epoch_ms([getattr(r, "ts") for _, r in readings])  # noqa: B009
     seq = np.fromiter((getattr(r, "seq") for _, r in readings), np.int64, n)  # noqa: B009
     if isinstance(received, datetime):
         received_ms = np.full(n, to_ms(received), np.int64)
