@@ -76,6 +76,13 @@ async def test_a_covered_camera_opens_a_clue_with_frames_from_before_the_trigger
         check = (await gw.http.get(f"/api/v1/evidence/{clue['evidence_id']}/verify")).json()
         assert check["valid"] is True
         assert check["source_intact"] is True, check["problems"]
+        frame = await gw.http.get(f"/api/v1/evidence/{clue['evidence_id']}/frames/0")
+        assert frame.headers["content-type"] == "image/jpeg"
+        assert frame.content[:2] == b"\xff\xd8"  # a JPEG, as the camera sent it
+        listed = (await gw.http.get(f"/api/v1/evidence/{clue['evidence_id']}")).json()
+        assert frame.headers["etag"].strip('"') == listed["content"]["frames"][0]["sha256"]
+        missing = await gw.http.get(f"/api/v1/evidence/{clue['evidence_id']}/frames/99")
+        assert missing.status_code == 404
         metrics = (await gw.http.get("/metrics")).text
         assert 'offsite_video_frames_total{camera="cam-0001"}' in metrics
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 import psycopg.rows
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from psycopg import sql
 
 from offsite.api.auth import Caller
@@ -256,6 +256,29 @@ async def case(db: Db, _: Caller, case_id: str) -> CasePublic:
     if row is None:
         raise HTTPException(404, f"no case {case_id!r}")
     return CasePublic.from_row(row)
+
+
+@router.get(
+    "/evidence/{evidence_id}/frames/{index}",
+    tags=["evidence"],
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the frame as sent"}},
+)
+async def evidence_frame(db: Db, _: Caller, evidence_id: str, index: int) -> Response:
+    """One camera frame fixed in a clue's evidence, byte for byte as the camera sent it;
+    its SHA-256 is in the evidence content and in the `ETag`."""
+    cur = await db.execute(
+        "SELECT jpeg, sha256, ts FROM evidence_frames WHERE evidence_id = %s AND idx = %s",
+        (evidence_id, index),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no frame {index} in evidence {evidence_id!r}")
+    return Response(
+        bytes(row[0]),
+        media_type="image/jpeg",
+        headers={"ETag": f'"{row[1]}"', "X-Offsite-Frame-Time": row[2].isoformat()},
+    )
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidencePublic, tags=["evidence"])
