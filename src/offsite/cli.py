@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -221,9 +221,11 @@ def cmd_registry_load(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
-    from offsite.simulators.gas import run_gas  # noqa: PLC0415
-
+def _simulate(
+    settings: Settings, args: argparse.Namespace, run: Callable[[str, int, threading.Event], int]
+) -> int:
+    """The broker from --mqtt-url or the settings; SIGTERM and Ctrl-C stop the devices
+    cleanly (each says offline); prints what was published."""
     url = args.mqtt_url or settings.mqtt_url
     if url is None:
         print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
@@ -232,7 +234,20 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        count = run_gas(
+        count = run(host, port, stop)
+    except KeyboardInterrupt:
+        return 0
+    print(f"published {count} {'frames' if args.simulate_command == 'camera' else 'readings'}")
+    return 0
+
+
+def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
+    from offsite.simulators.gas import run_gas  # noqa: PLC0415
+
+    return _simulate(
+        settings,
+        args,
+        lambda host, port, stop: run_gas(
             host,
             port,
             devices=args.devices,
@@ -243,25 +258,17 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
             first=args.first,
             leak_devices=args.leak_devices,
             stop=stop,
-        )
-    except KeyboardInterrupt:
-        return 0
-    print(f"published {count} readings")
-    return 0
+        ),
+    )
 
 
 def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.simulators.equipment import run_equipment  # noqa: PLC0415
 
-    url = args.mqtt_url or settings.mqtt_url
-    if url is None:
-        print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
-        return 2
-    host, port = Settings.mqtt_host_port_of(url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        count = run_equipment(
+    return _simulate(
+        settings,
+        args,
+        lambda host, port, stop: run_equipment(
             host,
             port,
             scenario=args.scenario,
@@ -269,31 +276,23 @@ def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
             duration_s=args.duration,
             protocol=args.protocol,
             stop=stop,
-        )
-    except KeyboardInterrupt:
-        return 0
-    print(f"published {count} readings")
-    return 0
+        ),
+    )
 
 
 def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.simulators.camera import Injection, run_camera  # noqa: PLC0415
 
-    url = args.mqtt_url or settings.mqtt_url
-    if url is None:
-        print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
-        return 2
     try:
         script = [Injection.parse(spec) for spec in args.inject]
     except ValueError as exc:
         print(f"offsite simulate camera: {exc}", file=sys.stderr)
         return 2
-    host, port = Settings.mqtt_host_port_of(url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cameras = [f"{args.prefix}{args.first + i:04d}" for i in range(args.cameras)]
-    try:
-        count = run_camera(
+    return _simulate(
+        settings,
+        args,
+        lambda host, port, stop: run_camera(
             host,
             port,
             cameras=cameras,
@@ -303,11 +302,8 @@ def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
             quality=args.quality,
             duration_s=args.duration,
             stop=stop,
-        )
-    except KeyboardInterrupt:
-        return 0
-    print(f"published {count} frames")
-    return 0
+        ),
+    )
 
 
 def cmd_bench_detectors_video(_: Settings, args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from offsite.detectors.batch import ReadingBatch, code
 from offsite.detectors.engine import ScalarEngine
 from offsite.detectors.findings import Finding
 from offsite.detectors.rulepack import DeviceProfile, Override, RulePack, find_rule, retune
+from offsite.gateway.equipment_payloads import EQUIPMENT_FIELDS
 
 _GAS_QUERY = """
 SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, seq, lel_pct, co_ppm, valve,
@@ -31,26 +32,9 @@ ORDER BY time, device_id, seq
 """
 
 
-_EQUIPMENT_FIELDS = (
-    "speed_mps",
-    "rated_speed_mps",
-    "floor",
-    "door",
-    "moving",
-    "in_door_zone",
-    "alarm_button",
-    "load_kg",
-    "mains_power",
-    "pressure_mpa",
-    "temp_c",
-    "water_level_mm",
-    "load_t",
-    "rated_load_t",
-    "wind_mps",
-)
 _EQUIPMENT_QUERY = f"""
 SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, seq,
-       (extract(epoch FROM received_at) * 1000)::bigint, {", ".join(_EQUIPMENT_FIELDS)}
+       (extract(epoch FROM received_at) * 1000)::bigint, {", ".join(EQUIPMENT_FIELDS)}
 FROM telemetry_equipment
 WHERE time >= %s AND time < %s
 ORDER BY time, device_id, seq
@@ -91,7 +75,7 @@ def equipment_batches(
             device = np.fromiter((index.setdefault(r[1], len(index)) for r in rows), np.int32, n)
             columns = {
                 name: np.fromiter((code(name, r[4 + i]) for r in rows), np.float64, n)
-                for i, name in enumerate(_EQUIPMENT_FIELDS)
+                for i, name in enumerate(EQUIPMENT_FIELDS)
             }
             yield ReadingBatch(
                 tuple(index),

@@ -18,6 +18,7 @@ from offsite.casework.directory import DeviceInfo
 from offsite.casework.records import CLUE_COLUMNS, CluePublic
 from offsite.detectors.findings import Finding
 from offsite.detectors.video.ring import StoredFrame
+from offsite.gateway.equipment_payloads import EQUIPMENT_FIELDS
 
 _LOG = logging.getLogger(__name__)
 ALERT_CHANNEL = "offsite_alerts"
@@ -45,25 +46,7 @@ def clue_id_for(key: str) -> str:
 
 
 GAS_COLUMNS = ("ts", "seq", "lel_pct", "co_ppm", "valve", "fault")
-EQUIPMENT_COLUMNS = (
-    "ts",
-    "seq",
-    "speed_mps",
-    "rated_speed_mps",
-    "floor",
-    "door",
-    "moving",
-    "in_door_zone",
-    "alarm_button",
-    "load_kg",
-    "mains_power",
-    "pressure_mpa",
-    "temp_c",
-    "water_level_mm",
-    "load_t",
-    "rated_load_t",
-    "wind_mps",
-)
+EQUIPMENT_COLUMNS = ("ts", "seq", *EQUIPMENT_FIELDS)
 WINDOW_COLUMNS: dict[str, tuple[str, ...]] = {"gas": GAS_COLUMNS, "equipment": EQUIPMENT_COLUMNS}
 """The columns of a telemetry window in evidence, by device domain."""
 

@@ -66,3 +66,22 @@ EQUIPMENT_READINGS: dict[str, type[Reading]] = {
     "crane": CraneReading,
 }
 """The payload model for each equipment kind of the registry."""
+
+EQUIPMENT_FIELDS: tuple[str, ...] = (
+    "speed_mps",
+    "rated_speed_mps",
+    "floor",
+    "door",
+    "moving",
+    "in_door_zone",
+    "alarm_button",
+    "load_kg",
+    "mains_power",
+    "pressure_mpa",
+    "temp_c",
+    "water_level_mm",
+    "load_t",
+    "rated_load_t",
+    "wind_mps",
+)
+"""Every field of every equipment kind, in the column order of `telemetry_equipment`."""

@@ -13,7 +13,11 @@ import psycopg
 from numpy.typing import NDArray
 
 from offsite.gateway.decode import Refusal
-from offsite.gateway.equipment_payloads import EQUIPMENT_READINGS, EquipmentReading
+from offsite.gateway.equipment_payloads import (
+    EQUIPMENT_FIELDS,
+    EQUIPMENT_READINGS,
+    EquipmentReading,
+)
 from offsite.gateway.payloads import DeviceStatus, GasReading
 from offsite.ingest.schema import Flavour
 
@@ -76,24 +80,7 @@ _STATUS_ARRAYS = (
 )
 
 
-_EQUIPMENT_FIELDS = (
-    "speed_mps",
-    "rated_speed_mps",
-    "floor",
-    "door",
-    "moving",
-    "in_door_zone",
-    "alarm_button",
-    "load_kg",
-    "mains_power",
-    "pressure_mpa",
-    "temp_c",
-    "water_level_mm",
-    "load_t",
-    "rated_load_t",
-    "wind_mps",
-)
-_EQUIPMENT_COLUMNS = f"time, device_id, seq, kind, {', '.join(_EQUIPMENT_FIELDS)}, received_at"
+_EQUIPMENT_COLUMNS = f"time, device_id, seq, kind, {', '.join(EQUIPMENT_FIELDS)}, received_at"
 _EQUIPMENT_TYPES = [
     "timestamptz",
     "text",
@@ -212,7 +199,7 @@ async def _write_equipment(
             device_id,
             r.seq,
             _KIND_OF[type(r)],
-            *(getattr(r, name, None) for name in _EQUIPMENT_FIELDS),
+            *(getattr(r, name, None) for name in EQUIPMENT_FIELDS),
             received_at,
         )
         for device_id, r in equipment
