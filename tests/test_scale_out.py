@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -103,3 +110,85 @@ async def _messages(http: Any) -> int:
         if line.startswith('offsite_mqtt_messages_total{channel="telemetry"}'):
             return int(float(line.split()[-1]))
     return 0
+
+
+def test_kill_9_of_one_of_two_workers_loses_nothing_and_stores_nothing_twice(
+    database_url: str, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Two `offsite run` processes share the stream ($share); one is killed mid-stream. The
+    other goes on storing; what the dead one had taken but not acknowledged stays in its
+    session at the broker and is stored once it is back, exactly once."""
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"{name}.log"
+        env = os.environ | {
+            "OFFSITE_DATABASE_URL": database_url,
+            "OFFSITE_MQTT_URL": broker.url,
+            "OFFSITE_HTTP_PORT": "0",
+            "OFFSITE_MQTT_CLIENT_ID": f"gw-{name}",
+            "OFFSITE_MQTT_SHARED_GROUP": "offsite",
+            "OFFSITE_INGEST_BATCH_MESSAGES": "50",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offsite.cli", "run"],
+            env=env,
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while "duty console at" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return proc
+
+    def stored() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM telemetry_gas").fetchone()
+        return int(row[0]) if row else 0
+
+    base = int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+    by_topic: dict[str, list[bytes]] = {}
+    for m in range(2000):  # 20,000 readings over ten devices
+        device = f"gas-{1 + m % 10:04d}"
+        seq0 = (m // 10) * 10
+        body = [{"ts": base + (seq0 + i) * 100, "seq": seq0 + i, "lel_pct": 1.0} for i in range(10)]
+        by_topic.setdefault(f"offsite/v1/gas/{device}/telemetry", []).append(
+            json.dumps(body).encode()
+        )
+
+    def publish_all() -> None:
+        for topic, payloads in by_topic.items():
+            publish(broker.port, topic, payloads)
+
+    a, b = start("a"), start("b")
+    try:
+        publisher = threading.Thread(target=publish_all)
+        publisher.start()
+        while stored() < 3000:
+            time.sleep(0.01)
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        at_kill = stored()
+        publisher.join()
+        # the survivor keeps storing its share while the other is gone
+        deadline = time.monotonic() + 30
+        while stored() <= at_kill and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored() > at_kill
+        assert at_kill < 20_000, "killed after everything was stored"
+        a = start("a")
+        deadline = time.monotonic() + 60
+        while stored() < 20_000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # anything stored twice would show up now
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT (device_id, seq)) FROM telemetry_gas"
+            ).fetchone()
+        assert row == (20_000, 20_000)
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(30)
