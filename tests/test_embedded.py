@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from offsite.cli import DEMO_CLIP
+from offsite.cli import demo_clip
+from offsite.config import Settings
 from offsite.embedded import free_port, start_amqtt
 from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
 
@@ -60,7 +61,7 @@ def test_demo_runs_on_embedded_services_and_the_leak_becomes_a_case(tmp_path: Pa
         # the equipment simulator's incidents came in meanwhile, and the camera's visits
         rules = {c["rule"] for c in httpx.get(f"{base}/api/v1/clues", headers=headers).json()}
         assert {"elevator.overspeed.tier2", "boiler.overpressure"} <= rules
-        if DEMO_CLIP.is_file():
+        if demo_clip(Settings()).is_file():
             assert "video.presence.view" in rules
         health = httpx.get(f"{base}/healthz").json()
         assert health["database"]

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
+from offsite.footage import footage_dir
 from offsite.gateway.errors import GatewayError
 from offsite.ingest.errors import IngestError
 from offsite.ingest.schema import migrate
@@ -134,7 +135,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 svc.mqtt_protocol,
             ),
         ]
-        camera_note = _demo_camera(svc.mqtt_url, svc.mqtt_protocol, simulators)
+        camera_note = _demo_camera(svc.mqtt_url, svc.mqtt_protocol, simulators, demo_clip(settings))
         token = settings.bootstrap_token.get_secret_value()
         try:
             asyncio.run(
@@ -169,29 +170,29 @@ def _simulator(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-DEMO_CLIP = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "video"
-    / ("one-by-one-person-detection.mp4")
-)
-"""The real clip next to a checkout (`../shared/data/video/`), when it is there."""
+DEMO_CLIP_NAME = "one-by-one-person-detection.mp4"
 
 
-def _demo_camera(mqtt_url: str, protocol: str, simulators: list[subprocess.Popen[bytes]]) -> str:
+def demo_clip(settings: Settings) -> Path:
+    """The real clip cam-0001 replays in the demo."""
+    return footage_dir(settings.video_dir) / DEMO_CLIP_NAME
+
+
+def _demo_camera(
+    mqtt_url: str, protocol: str, simulators: list[subprocess.Popen[bytes]], clip: Path
+) -> str:
     """cam-0001 replays the real clip, covered for 8 s at 60 s, when the clip and an MQTT 5
     broker (frames carry their time in user properties) are there."""
-    if protocol != "5" or not DEMO_CLIP.is_file():
+    if protocol != "5" or not clip.is_file():
         why = "the clip is not there" if protocol == "5" else "the broker speaks MQTT 3.1.1 only"
-        return f" No camera: {why} ({DEMO_CLIP})."
+        return f" No camera: {why} ({clip})."
     simulators.append(
         _simulator(
             "camera",
             "--mqtt-url",
             mqtt_url,
             "--clip",
-            str(DEMO_CLIP),
+            str(clip),
             "--loops",
             "1000",
             "--inject",

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     )
 
     evidence_before_s: float = Field(120.0, ge=0, description="telemetry kept before a trigger")
+    video_dir: Path | None = Field(
+        None, description="the real clips (default: shared/data/video above the checkout)"
+    )
     video_budget_fps: float = Field(
         100.0, gt=0, description="frames judged per second over all cameras; the rest are shed"
     )

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from offsite.detectors.video.camera import CameraDetector
 from offsite.detectors.video.config import CameraVideoConfig
 from offsite.detectors.video.decode import decode_reduced
+from offsite.footage import footage_dir
 from offsite.simulators.camera import clip_fps, clip_frames
 
 CLIPS = ("one-by-one-person-detection.mp4", "car-detection.mp4")
@@ -37,8 +38,8 @@ TARGET_RATIO = 3.0
 
 
 def default_video_dir() -> Path:
-    """`shared/data/video` beside the repository this source tree is in."""
-    return Path(__file__).resolve().parents[4] / "shared" / "data" / "video"
+    """`shared/data/video` beside the repository (`offsite.footage`)."""
+    return footage_dir()
 
 
 def _encode(path: Path, limit: int, quality: int) -> list[bytes]:
