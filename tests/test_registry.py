@@ -105,3 +105,18 @@ def test_cli_loads_a_registry(
     path.write_text(SMALL.replace('id = "r1"', 'id = "r1"\nbogus = 1'))
     assert main(["registry", "load", str(path)]) == 1
     assert "Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_a_camera_video_config_with_a_typo_is_refused_at_load() -> None:
+    camera = (
+        '[[matters]]\nid = "kitchen"\nname = "Kitchen video"\ndomain = "video"\n'
+        'lead_department = "market"\nlegal_basis = ["x"]\nobject_type = "kitchens"\n'
+        'inspection_method = "remote"\n'
+        '[[devices]]\nid = "cam-1"\ndomain = "video"\nkind = "camera"\nsubject_id = "r1"\n'
+    )
+    good = '{"zones": [{"name": "door", "polygon": [[0, 0], [1, 0], [1, 1]]}]}'
+    ok = SMALL + camera + f"attributes = {{ video = '{good}' }}\n"
+    assert [d.id for d in parse_registry(ok.encode(), "ok.toml").devices] == ["g1", "cam-1"]
+    typo = SMALL + camera + "attributes = { video = '{\"zonez\": []}' }\n"
+    with pytest.raises(RegistryError, match=r"cam-1.*video"):
+        parse_registry(typo.encode(), "typo.toml")

@@ -6,6 +6,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from offsite.detectors.video.config import CameraVideoConfig
+
 Domain = Literal["gas", "equipment", "video"]
 DeviceKind = Literal["gas_detector", "elevator", "boiler", "pressure_vessel", "crane", "camera"]
 RiskTier = Literal["A", "B", "C", "D"]
@@ -78,6 +80,12 @@ class Device(_Strict):
     def _kind_fits_domain(self) -> Self:
         if self.kind not in _KINDS_BY_DOMAIN[self.domain]:
             raise ValueError(f"kind {self.kind!r} does not belong to domain {self.domain!r}")
+        if self.kind == "camera" and "video" in self.attributes:
+            # A typo in a zone or a threshold is refused at load, not found at run time.
+            try:
+                CameraVideoConfig.from_attributes(self.attributes)
+            except ValueError as exc:
+                raise ValueError(f"camera {self.id!r}: attribute 'video': {exc}") from None
         return self
 
 
