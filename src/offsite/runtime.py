@@ -20,13 +20,12 @@ from typing import Any, Self
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
 
 from offsite.casework.alerts import AlertHub
 from offsite.casework.directory import DeviceInfo, read_directory
 from offsite.casework.service import Casework
 from offsite.config import Settings
-from offsite.detectors.batch import batch_from_readings
+from offsite.detectors.batch import batch_from_readings, concat_batches, gas_batch
 from offsite.detectors.engine import ScalarEngine
 from offsite.detectors.findings import Finding
 from offsite.detectors.flapping import FlappingDetector
@@ -39,6 +38,7 @@ from offsite.detectors.rulepack import (
 )
 from offsite.detectors.silence import SilenceDetector
 from offsite.frames import FRAME_TOPIC, FrameIntake, FrameSettings, camera_configs
+from offsite.gateway.columns import GasColumns
 from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
 from offsite.gateway.equipment_payloads import EquipmentReading
 from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
@@ -74,6 +74,8 @@ class _DecodedBatch:
     now: datetime
     gas: list[tuple[str, GasReading]] = field(default_factory=list)
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
+    gas_columns: GasColumns | None = None
+    """`gas` as columns, made once for the writer and the detectors."""
     refusals: list[Refusal] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     firsts: list[float] = field(default_factory=list)
@@ -287,6 +289,8 @@ class Runtime:
                 out.refusals.extend(decoded.refusals)
             if decoded.status is not None:
                 out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
+        if out.gas:
+            out.gas_columns = GasColumns.of(out.gas)
         return out
 
     async def _store(self, gateway: MqttGateway, batch: list[Inbound], d: _DecodedBatch) -> None:
@@ -319,7 +323,14 @@ class Runtime:
             try:
                 async with self.pool.connection() as conn:
                     return await write_batch(
-                        conn, self.flavour, gas, d.now, refusals, d.statuses, equipment
+                        conn,
+                        self.flavour,
+                        gas,
+                        d.now,
+                        refusals,
+                        d.statuses,
+                        equipment,
+                        d.gas_columns if gas else None,
                     )
             except (psycopg.OperationalError, TimeoutError) as exc:
                 self.metrics.write_errors.labels("unavailable").inc()
@@ -347,11 +358,16 @@ class Runtime:
 
     async def _detect(self, d: _DecodedBatch) -> None:
         findings: list[Finding] = []
-        readings: list[tuple[str, BaseModel]] = [*d.gas, *d.equipment]
-        if readings:
-            devices = {device_id for device_id, _ in readings}
+        batches = []
+        if d.gas_columns is not None:
+            batches.append(gas_batch(d.gas_columns, d.now))
+        if d.equipment:
+            batches.append(batch_from_readings(d.equipment, d.now))
+        if batches:
+            batch = batches[0] if len(batches) == 1 else concat_batches(batches)
+            devices = set(batch.device_ids)
             await self._resume_devices(devices)
-            findings.extend(self.engine.feed(batch_from_readings(readings, d.now)))
+            findings.extend(self.engine.feed(batch))
             self._dirty |= devices
             for device_id in devices:
                 info = self.directory.get(device_id)

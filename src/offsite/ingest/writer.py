@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
+from offsite.gateway.columns import GasColumns
 from offsite.gateway.decode import Refusal
 from offsite.gateway.equipment_payloads import (
     EQUIPMENT_FIELDS,
@@ -129,6 +130,7 @@ async def write_batch(
     refusals: Sequence[Refusal],
     statuses: Sequence[StatusChange],
     equipment: Sequence[tuple[str, EquipmentReading]] = (),
+    columns: GasColumns | None = None,
 ) -> BatchResult:
     """Store a batch atomically. Readings already stored (same device, time, seq) are
     skipped, so a message the broker redelivers after a crash is stored once.
@@ -162,7 +164,8 @@ async def write_batch(
                 stored = await _write_staged(conn, flavour, gas, received_at)
             else:
                 stored = len(gas)
-                await _after_direct(conn, flavour, gas, received_at)
+                cols = columns if columns is not None else GasColumns.of(gas)
+                await _after_direct(conn, flavour, cols, received_at)
         if refusals:
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -257,49 +260,34 @@ async def _write_staged(
 
 
 async def _after_direct(
-    conn: psycopg.AsyncConnection[Any],
-    flavour: Flavour,
-    gas: Sequence[tuple[str, GasReading]],
-    received_at: datetime,
+    conn: psycopg.AsyncConnection[Any], flavour: Flavour, cols: GasColumns, received_at: datetime
 ) -> None:
     """Device status, and on plain PostgreSQL the rollups, for a batch stored whole:
     aggregated here, so the database gets one row per device and bucket."""
-    index: dict[str, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(device_id, len(index)) for device_id, _ in gas), np.int64, len(gas)
-    )
-    stamps = [r.ts for _, r in gas]
-    epochs = np.fromiter((t.timestamp() for t in stamps), np.float64, len(gas))
-    seqs = np.fromiter((r.seq for _, r in gas), np.int64, len(gas))
-    devices = list(index)
+    code = cols.code.astype(np.int64)
     # the newest reading of each device: last of its run when sorted by (device, time)
-    order = np.lexsort((epochs, codes))
-    ends = order[np.flatnonzero(np.diff(codes[order], append=len(index)))]
-    last_seq = np.full(len(index), -1, np.int64)
-    np.maximum.at(last_seq, codes, seqs)
-    status = (received_at, devices, [stamps[i] for i in ends], last_seq.tolist())
+    order = np.lexsort((cols.ts_ms, code))
+    ends = order[np.flatnonzero(np.diff(code[order], append=len(cols.devices)))]
+    last_seq = np.full(len(cols.devices), -1, np.int64)
+    np.maximum.at(last_seq, code, cols.seq)
+    stamps = cols.stamps
+    status = (received_at, list(cols.devices), [stamps[i] for i in ends], last_seq.tolist())
     await conn.execute(_STATUS_ARRAYS, status)
     if flavour == "postgres":
-        await _append_rollup_deltas(conn, gas, devices, codes, epochs)
+        await _append_rollup_deltas(conn, cols, code)
 
 
 async def _append_rollup_deltas(
-    conn: psycopg.AsyncConnection[Any],
-    gas: Sequence[tuple[str, GasReading]],
-    devices: list[str],
-    codes: NDArray[np.int64],
-    epochs: NDArray[np.float64],
+    conn: psycopg.AsyncConnection[Any], cols: GasColumns, code: NDArray[np.int64]
 ) -> None:
     """One delta row per device and minute of the batch."""
     # Sums run over the values as stored (real), so that a rollup equals the aggregate of the
     # raw table to the last bit.
-    lel = np.fromiter((r.lel_pct for _, r in gas), np.float32, len(gas)).astype(np.float64)
-    co = np.fromiter(
-        (math.nan if r.co_ppm is None else r.co_ppm for _, r in gas), np.float32, len(gas)
-    ).astype(np.float64)
-    minutes = np.floor(epochs / 60).astype(np.int64)
+    lel = cols.lel_pct.astype(np.float32).astype(np.float64)
+    co = cols.co_ppm.astype(np.float32).astype(np.float64)
+    minutes = np.floor_divide(cols.ts_ms, 60_000)
     first = int(minutes.min())
-    keys, slot = np.unique(codes * (1 << 32) + (minutes - first), return_inverse=True)
+    keys, slot = np.unique(code * (1 << 32) + (minutes - first), return_inverse=True)
     n = len(keys)
     count = np.bincount(slot, minlength=n)
     total = np.bincount(slot, weights=lel, minlength=n)
@@ -313,11 +301,11 @@ async def _append_rollup_deltas(
     key_minute = ((keys & 0xFFFFFFFF) + first).tolist()
     async with conn.cursor().copy(_COPY_DELTA) as copy:
         copy.set_types(_DELTA_TYPES)
-        for i, (code, minute) in enumerate(zip(key_device, key_minute, strict=True)):
+        for i, (device, minute) in enumerate(zip(key_device, key_minute, strict=True)):
             peak = float(co_max[i])
             await copy.write_row(
                 (
-                    devices[code],
+                    cols.devices[device],
                     datetime.fromtimestamp(minute * 60, UTC),
                     int(count[i]),
                     float(total[i]),
