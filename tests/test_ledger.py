@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from offsite.casework import ledger
+from offsite.casework.canonical import sha256_hex
 from offsite.casework.ledger import Draft, Entry, SigningKey, chain_problems
 from tests.fixtures.gateway import LEDGER_SEED
 
@@ -135,7 +136,7 @@ def test_chain_problems_name_the_entry() -> None:
     prev = ledger.GENESIS_HASH
     for seq in range(1, 5):
         payload = f'{{"n":{seq}}}'
-        sha = ledger.sha256_hex(payload.encode())
+        sha = sha256_hex(payload.encode())
         digest = ledger.entry_hash(
             seq, "2026-01-01T00:00:00.000000+00:00", "a", "x", "clue", "c", sha, prev
         )

@@ -77,9 +77,10 @@ class Entry:
         values = {name: document[name] for name in fields}
         for name, value in values.items():
             wanted = int if name == "seq" else str
+            if name == "payload" and value is None:
+                continue  # withheld
             if not isinstance(value, wanted) or isinstance(value, bool):
-                if not (name == "payload" and value is None):
-                    raise TypeError(f"{name} is not a {wanted.__name__}")
+                raise TypeError(f"{name} is not a {wanted.__name__}")
         return cls(**values)
 
     def computed_hash(self) -> str:
