@@ -176,6 +176,15 @@ async def test_one_changed_byte_in_an_item_is_named(exported: dict[str, Any]) ->
         "manifest.json: its signature (manifest.sig) does not verify"
     ]
 
+    def odd_manifest(files: dict[str, bytes]) -> None:
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"] = ["evidence.json"]
+        files["manifest.json"] = canonical_json(manifest)
+
+    problems = verify_package(_rezip(package, odd_manifest)).problems
+    assert problems[0] == "manifest.json: its signature (manifest.sig) does not verify"
+    assert problems[-1].startswith("malformed package: AttributeError")
+
     def extra(files: dict[str, bytes]) -> None:
         files["note.txt"] = b"trust me"
 
@@ -297,6 +306,8 @@ async def test_the_command_verifies_offline_and_says_what_failed(
     assert main(["evidence", "verify", str(good), "--public-key", other]) == 1
     assert "not by the expected public key" in capsys.readouterr().out
 
+    assert main(["evidence", "verify", str(good), "--public-key", "c2hvcnQ="]) == 2
+    assert "not a 32-byte Ed25519 public key" in capsys.readouterr().err
     assert main(["evidence", "verify", str(tmp_path / "nope.zip")]) == 2
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"PK not really")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,8 @@ import pytest
 from offsite.casework import ledger
 from offsite.casework.canonical import sha256_hex
 from offsite.casework.ledger import Draft, Entry, SigningKey, chain_problems
-from tests.fixtures.gateway import LEDGER_SEED
+from tests.fixtures.broker import BrokerProcess
+from tests.fixtures.gateway import LEDGER_SEED, eventually, gas_reading, publish, start_gateway
 
 KEY = SigningKey.from_seed(LEDGER_SEED)
 
@@ -189,3 +191,34 @@ def test_development_key_is_made_once_private_and_stable(tmp_path: Path) -> None
     with pytest.raises(ledger.LedgerError, match="must be set in production"):
         ledger.load_signing_key(None, "production", tmp_path / "prod")
     assert not (tmp_path / "prod").exists()
+
+
+async def test_the_runtime_signs_the_head_as_it_moves(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    async with start_gateway(
+        database_url, broker.url, gas_confirm_s=10, ledger_checkpoint_s=0.2
+    ) as gw:
+        assert gw.runtime.ledger_key.key_id == KEY.key_id
+        base = int((datetime.now(UTC) - timedelta(minutes=3)).timestamp() * 1000)
+        readings = [gas_reading(base + i * 1000, i, 5.0 if i < 30 else 70.0) for i in range(60)]
+        publish(broker.port, "offsite/v1/gas/gas-0008/telemetry", readings)
+
+        async def signed_head() -> tuple[int, str] | None:
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                cur = await conn.execute(
+                    "SELECT c.seq, c.head_hash FROM ledger_checkpoints c"
+                    " JOIN ledger l ON l.seq = c.seq AND l.hash = c.head_hash"
+                    " WHERE c.seq = (SELECT max(seq) FROM ledger) AND c.key_id = %s",
+                    (KEY.key_id,),
+                )
+                row = await cur.fetchone()
+            return (int(row[0]), str(row[1])) if row else None
+
+        seq, _ = await eventually(signed_head)
+        assert seq >= 4  # clue opened, evidence fixed, case filed, clue joined
+    entries = await _all(database_url)
+    assert chain_problems(entries) == []
+    assert {"clue.opened", "evidence.fixed", "case.filed", "case.clue_joined"} <= {
+        e.action for e in entries
+    }

@@ -20,7 +20,7 @@ import psycopg
 import uvicorn
 from pydantic import ValidationError
 
-from offsite.casework.ledger import LedgerError, load_signing_key
+from offsite.casework.ledger import LedgerError, decode_base64, load_signing_key
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
 from offsite.footage import footage_dir
@@ -234,8 +234,17 @@ def cmd_evidence_verify(_: Settings, args: argparse.Namespace) -> int:
         print(f"offsite: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
     pinned: str | None = args.public_key
-    if pinned is not None and Path(pinned).is_file():
-        pinned = Path(pinned).read_text(encoding="ascii").strip()
+    if pinned is not None:
+        if Path(pinned).is_file():
+            pinned = Path(pinned).read_text(encoding="ascii").split()[0]
+        try:
+            raw = decode_base64(pinned, "--public-key")
+        except LedgerError as exc:
+            print(f"offsite: {exc}", file=sys.stderr)
+            return 2
+        if len(raw) != 32:
+            print("offsite: --public-key is not a 32-byte Ed25519 public key", file=sys.stderr)
+            return 2
     result = verify_package(data, pinned)
     if result.ok:
         print(f"{path}: verified (evidence {result.evidence_id})")

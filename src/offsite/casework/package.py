@@ -204,9 +204,18 @@ def verify_package(data: bytes, public_key: str | None = None) -> Verification:
     except zipfile.LargeZipFile as exc:  # pragma: no cover - zip64 is read by default
         result.problems.append(f"zip file too large: {exc}")
         return result
+    try:
+        _verify(contents, result, public_key)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A package built by someone else may have any shape; say so rather than crash.
+        result.problems.append(f"malformed package: {type(exc).__name__}: {exc}")
+    return result
+
+
+def _verify(contents: dict[str, bytes], result: Verification, public_key: str | None) -> None:
     manifest = _manifest(contents, result)
     if manifest is None:
-        return result
+        return
     result.evidence_id = str(manifest.get("evidence_id"))
     checkpoint_doc = _checkpoint(contents, result, public_key)
     signer = checkpoint_doc.public_key if checkpoint_doc else manifest.get("public_key")
@@ -225,7 +234,6 @@ def verify_package(data: bytes, public_key: str | None = None) -> Verification:
         if checkpoint_doc is not None:
             _covered(entries, checkpoint_doc, result)
         _evidence(contents, manifest, entries, result)
-    return result
 
 
 def _manifest(contents: dict[str, bytes], result: Verification) -> dict[str, Any] | None:
