@@ -363,3 +363,24 @@ async def test_video_evidence_exports_its_frames(database_url: str) -> None:
     problems = verify_package(_rezip(package, flip)).problems
     assert any(p.startswith("frames/001.jpg: SHA-256") and "manifest" in p for p in problems)
     assert "frames/001.jpg: SHA-256 differs from the one fixed in ledger entry seq 2" in problems
+
+
+async def test_evidence_fixed_before_the_ledger_is_refused_with_a_reason(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO clues (id, key, rule, severity, domain, department, title,"
+            " triggered_at, opened_at, last_at) VALUES ('clu_old', 'old', 'gas.lel.level2',"
+            " 'red', 'gas', 'housing', 'old', now(), now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO evidence (id, clue_id, kind, window_from, window_to, item_count,"
+            " content, sha256) VALUES ('ev_old', 'clu_old', 'telemetry_window', now(), now(),"
+            " 0, '{}', %s)",
+            (sha256_hex(b"{}"),),
+        )
+    async with start_gateway(database_url, None) as gw:
+        response = await gw.http.get("/api/v1/evidence/ev_old/export")
+        assert response.status_code == 409
+        assert "no ledger entry" in response.json()["detail"]

@@ -97,19 +97,22 @@ async def build_package(
             (evidence_id,),
         )
         frames = [(int(r[0]), str(r[1]), bytes(r[2])) for r in await cur.fetchall()]
-        # Ours: the clue's and the evidence's entries, and the case entries naming the clue.
+        # Ours: the clue's and the evidence's entries, and its case's entries that name the
+        # clue (not those of other clues joining the same case).
         cur = await conn.execute(
-            "SELECT seq FROM ledger WHERE (object_kind = 'clue' AND object_id = %s)"
-            " OR (object_kind = 'evidence' AND object_id = %s)"
-            " OR (object_kind = 'case' AND payload::jsonb ->> 'clue_id' = %s) ORDER BY seq",
+            "SELECT l.seq, l.object_kind, l.payload FROM ledger l"
+            " WHERE (l.object_kind, l.object_id) IN (('clue', %s), ('evidence', %s))"
+            " OR (l.object_kind = 'case'"
+            "     AND l.object_id = (SELECT case_id FROM clues WHERE id = %s))",
             (clue_id, evidence_id, clue_id),
         )
-        ours = {int(r[0]) for r in await cur.fetchall()}
-        cur = await conn.execute(
-            "SELECT seq FROM ledger WHERE object_kind = 'evidence' AND object_id = %s",
-            (evidence_id,),
-        )
-        if await cur.fetchone() is None:
+        rows = await cur.fetchall()
+        ours = {
+            int(seq)
+            for seq, kind, payload in rows
+            if kind != "case" or json.loads(payload).get("clue_id") == clue_id
+        }
+        if not any(kind == "evidence" for _, kind, _ in rows):
             raise PackageError(f"evidence {evidence_id} has no ledger entry (fixed before it)")
         covering = await covering_checkpoint(conn, max(ours), key)
         if covering is None:
