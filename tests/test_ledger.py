@@ -15,6 +15,7 @@ import pytest
 from offsite.casework import ledger
 from offsite.casework.canonical import sha256_hex
 from offsite.casework.ledger import Draft, Entry, SigningKey, chain_problems
+from offsite.cli import main
 from tests.fixtures.broker import BrokerProcess
 from tests.fixtures.gateway import LEDGER_SEED, eventually, gas_reading, publish, start_gateway
 
@@ -222,3 +223,18 @@ async def test_the_runtime_signs_the_head_as_it_moves(
     assert {"clue.opened", "evidence.fixed", "case.filed", "case.clue_joined"} <= {
         e.action for e in entries
     }
+
+
+def test_the_public_key_command_prints_the_key_to_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OFFSITE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("OFFSITE_LEDGER_SIGNING_KEY", raising=False)
+    assert main(["ledger", "public-key"]) == 0
+    made = capsys.readouterr().out.split()
+    assert main(["ledger", "public-key"]) == 0
+    assert capsys.readouterr().out.split() == made  # kept in the data directory
+    assert made[1] == ledger.key_id_of(base64.b64decode(made[0]))
+    monkeypatch.setenv("OFFSITE_LEDGER_SIGNING_KEY", base64.b64encode(LEDGER_SEED).decode())
+    assert main(["ledger", "public-key"]) == 0
+    assert capsys.readouterr().out.split() == [KEY.public_base64, KEY.key_id]
