@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pydantic
@@ -25,6 +26,7 @@ def test_compose_file_wires_timescaledb_mosquitto_and_offsite() -> None:
     known = {f"OFFSITE_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
     assert env["OFFSITE_MODE"] == "production"
+    assert env["OFFSITE_LEDGER_SIGNING_KEY"].startswith("${OFFSITE_LEDGER_SIGNING_KEY:?")
     assert env["OFFSITE_DATABASE_URL"].startswith("postgresql://")
     assert services["offsite"]["depends_on"]["registry"]["condition"] == (
         "service_completed_successfully"
@@ -52,7 +54,17 @@ def test_production_mode_refuses_the_default_token() -> None:
         Settings(mode="production")
     with pytest.raises(pydantic.ValidationError, match="at least 24"):
         Settings(mode="production", bootstrap_token="short")
-    assert Settings(mode="production", bootstrap_token="x" * 32).mode == "production"
+    with pytest.raises(pydantic.ValidationError, match="OFFSITE_LEDGER_SIGNING_KEY must be set"):
+        Settings(mode="production", bootstrap_token="x" * 32)
+    key = base64.b64encode(bytes(range(32))).decode()
+    assert (
+        Settings(mode="production", bootstrap_token="x" * 32, ledger_signing_key=key).mode
+        == "production"
+    )
+    with pytest.raises(pydantic.ValidationError, match="32-byte Ed25519 seed"):
+        Settings(ledger_signing_key=base64.b64encode(b"short").decode())
+    with pytest.raises(pydantic.ValidationError, match="must be base64"):
+        Settings(ledger_signing_key="not base64!")
     with pytest.raises(pydantic.ValidationError, match="postgresql://"):
         Settings(database_url="mysql://x")
     with pytest.raises(pydantic.ValidationError, match="mqtt://host:port"):

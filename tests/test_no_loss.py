@@ -19,7 +19,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
+from tests.fixtures.gateway import LEDGER_KEY, eventually, gas_reading, publish, start_gateway
 from tests.fixtures.postgres import StoppablePostgres
 
 DEVICES = [f"gas-{n:04d}" for n in range(1, 11)]
@@ -62,6 +62,7 @@ def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
         "OFFSITE_MQTT_URL": broker.url,
         "OFFSITE_HTTP_PORT": "0",
         "OFFSITE_MQTT_CLIENT_ID": "gw-kill9",
+        "OFFSITE_LEDGER_SIGNING_KEY": LEDGER_KEY,
         "OFFSITE_INGEST_BATCH_MESSAGES": "50",
     }
     log = (tmp_path / "gateway.log").open("w")

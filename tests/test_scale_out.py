@@ -19,7 +19,7 @@ import psycopg
 
 from offsite.detectors.gas import GasDetector, GasLevels
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
+from tests.fixtures.gateway import LEDGER_KEY, eventually, gas_reading, publish, start_gateway
 
 
 def test_detector_state_round_trips_through_a_checkpoint() -> None:
@@ -126,6 +126,7 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_stores_nothing_twice(
             "OFFSITE_MQTT_URL": broker.url,
             "OFFSITE_HTTP_PORT": "0",
             "OFFSITE_MQTT_CLIENT_ID": f"gw-{name}",
+            "OFFSITE_LEDGER_SIGNING_KEY": LEDGER_KEY,
             "OFFSITE_MQTT_SHARED_GROUP": "offsite",
             "OFFSITE_INGEST_BATCH_MESSAGES": "50",
         }

@@ -241,6 +241,15 @@ def test_migrations_apply_in_pglite_with_timescaledb(report: dict[str, Any]) -> 
     assert check(report, "ensure_partitions") == 0  # a no-op: TimescaleDB makes chunks
 
 
+def test_the_ledger_is_append_only_under_timescaledb(report: dict[str, Any]) -> None:
+    assert check(report, "ledger_append_only") == {
+        "UPDATE ledger SET actor = 'b'": "ledger is append-only: UPDATE refused",
+        "DELETE FROM ledger": "ledger is append-only: DELETE refused",
+        "TRUNCATE ledger CASCADE": "ledger is append-only: TRUNCATE refused",
+        "rows": 1,
+    }
+
+
 def test_hypertable_chunks_and_indexes(report: dict[str, Any]) -> None:
     assert check(report, "hypertables") == [
         {

@@ -21,6 +21,7 @@ import psycopg
 import uvicorn
 from pydantic import ValidationError
 
+from offsite.casework.ledger import LedgerError, decode_base64, load_signing_key
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
 from offsite.footage import footage_dir
@@ -228,6 +229,51 @@ def cmd_registry_load(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evidence_verify(_: Settings, args: argparse.Namespace) -> int:
+    """Check an exported evidence package with no database; 0 when it verifies."""
+    from offsite.casework.package import verify_package  # noqa: PLC0415
+
+    path = Path(args.package)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"offsite: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    pinned: str | None = args.public_key
+    if pinned is not None:
+        if Path(pinned).is_file():
+            pinned = Path(pinned).read_text(encoding="ascii").split()[0]
+        try:
+            raw = decode_base64(pinned, "--public-key")
+        except LedgerError as exc:
+            print(f"offsite: {exc}", file=sys.stderr)
+            return 2
+        if len(raw) != 32:
+            print("offsite: --public-key is not a 32-byte Ed25519 public key", file=sys.stderr)
+            return 2
+    result = verify_package(data, pinned)
+    if result.ok:
+        print(f"{path}: verified (evidence {result.evidence_id})")
+        for what in result.checked:
+            print(f"  ok: {what}")
+        return 0
+    print(f"{path}: FAILED verification (evidence {result.evidence_id})")
+    for problem in result.problems:
+        print(f"  {problem}")
+    return 1
+
+
+def cmd_ledger_public_key(settings: Settings, _: argparse.Namespace) -> int:
+    """The public key that checkpoints are signed with, to keep outside the database and
+    pin with `offsite evidence verify --public-key`."""
+    secret = settings.ledger_signing_key
+    key = load_signing_key(
+        secret.get_secret_value() if secret else None, settings.mode, settings.data_dir
+    )
+    print(f"{key.public_base64}  {key.key_id}")
+    return 0
+
+
 def _simulate(
     settings: Settings, args: argparse.Namespace, run: Callable[[str, int, threading.Event], int]
 ) -> int:
@@ -424,7 +470,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_bench(sub)
     _add_rules(sub)
+    _add_evidence(sub)
     return parser
+
+
+def _add_evidence(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evidence = sub.add_parser("evidence", help="evidence packages")
+    evidence_sub = evidence.add_subparsers(dest="evidence_command", required=True)
+    verify = evidence_sub.add_parser(
+        "verify", help="verify an exported package (zip) offline, with no database"
+    )
+    verify.add_argument("package", help="the zip from GET /api/v1/evidence/{id}/export")
+    verify.add_argument(
+        "--public-key",
+        help="the expected signer: base64 of the raw Ed25519 public key, or a file holding it",
+    )
+    verify.set_defaults(func=cmd_evidence_verify)
+    ledger = sub.add_parser("ledger", help="the casework ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_sub.add_parser(
+        "public-key", help="print the public key that signs checkpoints, and its id"
+    ).set_defaults(func=cmd_ledger_public_key)
 
 
 def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -554,6 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         GatewayError,
         IngestError,
         RegistryError,
+        LedgerError,
         psycopg.OperationalError,
     ) as exc:
         print(f"offsite: {exc}", file=sys.stderr)

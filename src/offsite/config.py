@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -85,12 +87,33 @@ class Settings(BaseSettings):
     checkpoint_s: float = Field(
         2.0, gt=0, description="detector state is checkpointed this often (and at stop)"
     )
+    ledger_signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 seed (base64, 32 bytes) signing ledger checkpoints; unset in"
+        " development: one made once and kept in data_dir",
+    )
+    ledger_checkpoint_s: float = Field(
+        60.0, gt=0, description="the ledger head is signed this often when it has moved"
+    )
 
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("OFFSITE_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("ledger_signing_key")
+    @classmethod
+    def _ed25519_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            seed = base64.b64decode(value.get_secret_value().strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("OFFSITE_LEDGER_SIGNING_KEY must be base64") from None
+        if len(seed) != 32:
+            raise ValueError("OFFSITE_LEDGER_SIGNING_KEY must be a 32-byte Ed25519 seed")
         return value
 
     @field_validator("mqtt_url")
@@ -110,6 +133,9 @@ class Settings(BaseSettings):
                 raise ValueError("OFFSITE_BOOTSTRAP_TOKEN must be set in production mode")
             if len(self.bootstrap_token.get_secret_value()) < 24:
                 raise ValueError("OFFSITE_BOOTSTRAP_TOKEN must be at least 24 characters")
+            if self.ledger_signing_key is None:
+                # A key made on the fly would sign checkpoints nobody can check it against.
+                raise ValueError("OFFSITE_LEDGER_SIGNING_KEY must be set in production mode")
         return self
 
     @staticmethod

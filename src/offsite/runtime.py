@@ -23,6 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework.alerts import AlertHub
 from offsite.casework.directory import DeviceInfo, read_directory
+from offsite.casework.ledger import SigningKey, load_signing_key
+from offsite.casework.ledger import checkpoint as ledger_checkpoint
 from offsite.casework.service import Casework
 from offsite.config import Settings
 from offsite.detectors.batch import batch_from_readings, concat_batches, gas_batch
@@ -118,6 +120,10 @@ class Runtime:
             frames_before=timedelta(seconds=settings.video_evidence_before_s),
             max_frames=settings.video_evidence_frames,
         )
+        secret = settings.ledger_signing_key
+        self.ledger_key: SigningKey = load_signing_key(
+            secret.get_secret_value() if secret else None, settings.mode, settings.data_dir
+        )
         self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
@@ -177,6 +183,7 @@ class Runtime:
             self._spawn(self._registry_listener(), "registry-listener")
             self._spawn(self._partition_loop(), "partitions")
             self._spawn(self._checkpoint_loop(), "checkpoints")
+            self._spawn(self._ledger_loop(), "ledger-checkpoints")
         except BaseException:
             await self.close()
             raise
@@ -463,6 +470,16 @@ class Runtime:
             await self.checkpoint_cameras()
             if self.flavour == "postgres":
                 await self.fold_rollups()
+
+    async def _ledger_loop(self) -> None:
+        """Sign the ledger head from time to time (a no-op while it has not moved)."""
+        while True:
+            await asyncio.sleep(self.settings.ledger_checkpoint_s)
+            try:
+                async with self.pool.connection() as conn:
+                    await ledger_checkpoint(conn, self.ledger_key)
+            except psycopg.Error as exc:
+                _LOG.warning("ledger checkpoint failed (%s); will retry", exc)
 
     async def fold_rollups(self) -> int:
         """Move the rollup deltas of recent batches into the accumulators (plain

@@ -446,6 +446,31 @@ if (Array.isArray(spec.readings)) {
   })
 }
 
+// --- the casework ledger refuses changes under this flavour too --------------------------
+await check('ledger_append_only', async () => {
+  const hash = (c) => c.repeat(64)
+  await db.query(
+    'INSERT INTO ledger (seq, at, actor, action, object_kind, object_id, payload,' +
+      " payload_sha256, prev_hash, hash) VALUES (1, now(), 'a', 'x', 'clue', 'c', '{}', $1, $2, $3)",
+    [hash('a'), hash('0'), hash('b')],
+  )
+  const out = {}
+  for (const statement of [
+    "UPDATE ledger SET actor = 'b'",
+    'DELETE FROM ledger',
+    'TRUNCATE ledger CASCADE',
+  ]) {
+    try {
+      await db.exec(statement)
+      out[statement] = 'allowed'
+    } catch (exc) {
+      out[statement] = String(exc?.message ?? exc)
+    }
+  }
+  out.rows = Number((await one('SELECT count(*) AS n FROM ledger')).n)
+  return out
+})
+
 report.elapsed_ms = Date.now() - started
 await db.close()
 process.stdout.write(`${JSON.stringify(report, null, 1)}\n`)

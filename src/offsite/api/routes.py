@@ -25,6 +25,7 @@ from offsite.api.models import (
     TelemetryPage,
 )
 from offsite.casework.alerts import read_alerts
+from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
     CASE_COLUMNS,
     CLUE_COLUMNS,
@@ -317,6 +318,29 @@ async def evidence_verify(db: Db, _: Caller, evidence_id: str) -> dict[str, Any]
     if result is None:
         raise HTTPException(404, f"no evidence {evidence_id!r}")
     return result
+
+
+@router.get(
+    "/evidence/{evidence_id}/export",
+    tags=["evidence"],
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "the package"}},
+)
+async def evidence_export(request: Request, db: Db, _: Caller, evidence_id: str) -> Response:
+    """A zip that `offsite evidence verify` checks with no database: manifest (signed),
+    the items, the ledger entries that fixed them and a signed checkpoint covering them
+    (made now if none covers them yet)."""
+    try:
+        package = await build_package(db, evidence_id, request.app.state.runtime.ledger_key)
+    except PackageError as exc:
+        raise HTTPException(409, str(exc)) from None
+    if package is None:
+        raise HTTPException(404, f"no evidence {evidence_id!r}")
+    return Response(
+        package,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{evidence_id}.zip"'},
+    )
 
 
 @router.get("/quarantine", response_model=list[QuarantinePublic], tags=["ingest"])

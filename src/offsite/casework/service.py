@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from offsite.casework import ledger
 from offsite.casework.canonical import canonical_json, sha256_hex
 from offsite.casework.directory import DeviceInfo
 from offsite.casework.records import CLUE_COLUMNS, CluePublic
@@ -149,10 +150,32 @@ class Casework:
             # Already opened (a replay after restart): the episode goes on.
             await self._progress(conn, clue_id, f)
             return
-        evidence_id = await self._fix_evidence(conn, clue_id, f, device)
+        drafts = [
+            ledger.Draft(
+                SYSTEM_ACTOR,
+                "clue.opened",
+                "clue",
+                clue_id,
+                {
+                    "clue_id": clue_id,
+                    "key": f.key,
+                    "rule": f.rule,
+                    "severity": f.severity,
+                    "device_id": device.id,
+                    "subject_id": device.subject_id,
+                    "matter_id": device.matter_id,
+                    "department": device.department,
+                    "triggered_at": f.episode_start,
+                    "opened_at": f.at,
+                },
+            )
+        ]
+        evidence_id = await self._fix_evidence(conn, clue_id, f, device, drafts)
         case_id = None
         if f.severity == "red":
-            case_id = await self._open_case(conn, clue_id, f, device)
+            case_id = await self._open_case(conn, clue_id, f, device, drafts)
+        # Last in the transaction: the ledger's lock is held from here to the commit only.
+        await ledger.append(conn, drafts)
         await conn.execute(
             "UPDATE clues SET evidence_id = %s, case_id = %s WHERE id = %s",
             (evidence_id, case_id, clue_id),
@@ -177,7 +200,12 @@ class Casework:
         await _append_alert(conn, f"clue.{f.phase}", clue, {})
 
     async def _fix_evidence(
-        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        clue_id: str,
+        f: Finding,
+        device: DeviceInfo,
+        drafts: list[ledger.Draft],
     ) -> str:
         """Freeze the telemetry window from before the trigger up to the firing, or for a
         camera the frames kept from before the trigger up to the firing, hashed."""
@@ -223,6 +251,7 @@ class Casework:
                 for fr in frames
             ]
         data = canonical_json(content)
+        content_sha256 = sha256_hex(data)
         await conn.execute(
             "INSERT INTO evidence (id, clue_id, kind, window_from, window_to, item_count,"
             " content, sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -234,23 +263,44 @@ class Casework:
                 window_to,
                 len(frames) if video else len(readings),
                 data.decode("utf-8"),
-                sha256_hex(data),
+                content_sha256,
             ),
         )
+        frame_hashes = [sha256_hex(fr.jpeg) for fr in frames]
         if frames:
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO evidence_frames (evidence_id, idx, ts, seq, sha256, jpeg)"
                     " VALUES (%s, %s, %s, %s, %s, %s)",
                     [
-                        (evidence_id, i, fr.ts, fr.seq, sha256_hex(fr.jpeg), fr.jpeg)
+                        (evidence_id, i, fr.ts, fr.seq, frame_hashes[i], fr.jpeg)
                         for i, fr in enumerate(frames)
                     ],
                 )
+        drafts.append(
+            ledger.Draft(
+                SYSTEM_ACTOR,
+                "evidence.fixed",
+                "evidence",
+                evidence_id,
+                {
+                    "evidence_id": evidence_id,
+                    "clue_id": clue_id,
+                    "kind": kind,
+                    "content_sha256": content_sha256,
+                    "frames": [{"idx": i, "sha256": h} for i, h in enumerate(frame_hashes)],
+                },
+            )
+        )
         return evidence_id
 
     async def _open_case(
-        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        clue_id: str,
+        f: Finding,
+        device: DeviceInfo,
+        drafts: list[ledger.Draft],
     ) -> str:
         """A red clue files a case with the matter's lead department, unless one is open
         for the same subject and matter: the same facts are not cased twice."""
@@ -288,11 +338,39 @@ class Casework:
                     SYSTEM_ACTOR,
                 ),
             )
+            drafts.append(
+                ledger.Draft(
+                    SYSTEM_ACTOR,
+                    "case.filed",
+                    "case",
+                    case_id,
+                    {
+                        "case_id": case_id,
+                        "number": number,
+                        "department": device.department,
+                        "subject_id": device.subject_id,
+                        "matter_id": device.matter_id,
+                        "legal_basis": list(device.legal_basis),
+                        "clue_id": clue_id,
+                    },
+                )
+            )
             _LOG.info("case %s (%s) filed with %s", number, case_id, device.department)
-        await conn.execute(
-            "INSERT INTO case_clues (case_id, clue_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        cur = await conn.execute(
+            "INSERT INTO case_clues (case_id, clue_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+            " RETURNING case_id",
             (case_id, clue_id),
         )
+        if await cur.fetchone() is not None:
+            drafts.append(
+                ledger.Draft(
+                    SYSTEM_ACTOR,
+                    "case.clue_joined",
+                    "case",
+                    case_id,
+                    {"case_id": case_id, "clue_id": clue_id},
+                )
+            )
         return case_id
 
 
