@@ -238,3 +238,29 @@ def test_the_public_key_command_prints_the_key_to_keep(
     monkeypatch.setenv("OFFSITE_LEDGER_SIGNING_KEY", base64.b64encode(LEDGER_SEED).decode())
     assert main(["ledger", "public-key"]) == 0
     assert capsys.readouterr().out.split() == [KEY.public_base64, KEY.key_id]
+
+
+async def test_a_stopping_gateway_signs_what_it_appended(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    # checkpoints an hour apart: only the one at stop can cover the new entries
+    async with start_gateway(
+        database_url, broker.url, gas_confirm_s=10, ledger_checkpoint_s=3600
+    ) as gw:
+        base = int((datetime.now(UTC) - timedelta(minutes=3)).timestamp() * 1000)
+        readings = [gas_reading(base + i * 1000, i, 70.0) for i in range(30)]
+        publish(broker.port, "offsite/v1/gas/gas-0009/telemetry", readings)
+
+        async def clue() -> list[dict[str, object]] | None:
+            found: list[dict[str, object]] = (await gw.http.get("/api/v1/clues")).json()
+            return found or None
+
+        await eventually(clue)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT max(seq) FROM ledger), (SELECT max(seq) FROM ledger_checkpoints)"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    assert row[0] is not None
+    assert row[1] == row[0]

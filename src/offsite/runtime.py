@@ -207,6 +207,8 @@ class Runtime:
         with contextlib.suppress(psycopg.Error, TimeoutError):
             await asyncio.wait_for(self.checkpoint(), 5)
             await asyncio.wait_for(self.checkpoint_cameras(), 5)
+            # what was appended since the last checkpoint leaves signed
+            await asyncio.wait_for(self.sign_ledger(), 5)
         await asyncio.to_thread(self.frames.close)
         await self.pool.close(timeout=5)
 
@@ -475,11 +477,14 @@ class Runtime:
         """Sign the ledger head from time to time (a no-op while it has not moved)."""
         while True:
             await asyncio.sleep(self.settings.ledger_checkpoint_s)
-            try:
-                async with self.pool.connection() as conn:
-                    await ledger_checkpoint(conn, self.ledger_key)
-            except psycopg.Error as exc:
-                _LOG.warning("ledger checkpoint failed (%s); will retry", exc)
+            await self.sign_ledger()
+
+    async def sign_ledger(self) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await ledger_checkpoint(conn, self.ledger_key)
+        except psycopg.Error as exc:
+            _LOG.warning("ledger checkpoint failed (%s); will retry", exc)
 
     async def fold_rollups(self) -> int:
         """Move the rollup deltas of recent batches into the accumulators (plain
