@@ -95,6 +95,27 @@ class Settings(BaseSettings):
     ledger_checkpoint_s: float = Field(
         60.0, gt=0, description="the ledger head is signed this often when it has moved"
     )
+    clue_merge_window_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="a report joins an open clue of the same subject and matter this recent",
+    )
+    clue_deadline_red_s: float = Field(2 * 3600.0, gt=0, description="red clue closed within")
+    clue_deadline_orange_s: float = Field(24 * 3600.0, gt=0)
+    clue_deadline_yellow_s: float = Field(72 * 3600.0, gt=0)
+    clue_deadline_blue_s: float = Field(7 * 86400.0, gt=0)
+    clue_deadline_sweep_s: float = Field(
+        30.0, gt=0, description="clues past their deadline are flagged overdue this often"
+    )
+
+    def clue_deadlines_s(self) -> dict[str, float]:
+        """Seconds to close a clue, by severity; `clue_deadlines` rows override per department."""
+        return {
+            "red": self.clue_deadline_red_s,
+            "orange": self.clue_deadline_orange_s,
+            "yellow": self.clue_deadline_yellow_s,
+            "blue": self.clue_deadline_blue_s,
+        }
 
     @field_validator("database_url")
     @classmethod

@@ -31,6 +31,11 @@ CLUE_FIELDS = (
     "evidence_id",
     "case_id",
     "details",
+    "source",
+    "deadline_at",
+    "overdue",
+    "disposition",
+    "closed_at",
 )
 CLUE_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, CLUE_FIELDS))
 CASE_FIELDS = (
@@ -83,10 +88,45 @@ class CluePublic(_Public):
     evidence_id: str | None
     case_id: str | None
     details: dict[str, Any]
+    source: str
+    """`detector`, or the outside channel of the report that opened it."""
+    deadline_at: datetime | None
+    overdue: bool
+    disposition: str | None
+    closed_at: datetime | None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> CluePublic:
         return cls.model_validate(dict(zip(CLUE_FIELDS, row, strict=True)))
+
+
+class ClueEventPublic(_Public):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    department: str | None
+    reason: str | None
+    details: dict[str, Any]
+
+
+class ClueSourcePublic(_Public):
+    id: int
+    channel: str
+    reference: str | None
+    description: str
+    reported_at: datetime
+    received_at: datetime
+    actor: str
+
+
+class ClueDetail(CluePublic):
+    """A clue with every source that reported it and every step taken on it, oldest first."""
+
+    sources: list[ClueSourcePublic]
+    events: list[ClueEventPublic]
 
 
 class CasePublic(_Public):

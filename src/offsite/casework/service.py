@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,7 +75,7 @@ async def read_window(
     return [[r[0].isoformat(), *r[1:]] for r in await cur.fetchall()]
 
 
-async def _append_alert(
+async def append_alert(
     conn: psycopg.AsyncConnection[Any], kind: str, clue: CluePublic, extra: Mapping[str, Any]
 ) -> None:
     body = {"clue": clue.model_dump(mode="json"), **extra}
@@ -99,8 +100,10 @@ class Casework:
         frames: FrameSource | None = None,
         frames_before: timedelta = timedelta(seconds=5),
         max_frames: int = 12,
+        deadlines: Mapping[str, float] | None = None,
     ) -> None:
         self._pool = pool
+        self._deadlines = dict(deadlines or DEFAULT_DEADLINES_S)
         self._before = evidence_before
         self._frames = frames
         self._frames_before = frames_before
@@ -120,11 +123,13 @@ class Casework:
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
     ) -> None:
         cur = await conn.execute(
-            "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
-            " matter_id, department, cooperating_departments, title, triggered_at, opened_at,"
-            " last_at, value, peak, threshold, details)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (key) DO NOTHING RETURNING id",
+            sql.SQL(
+                "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
+                " matter_id, department, cooperating_departments, title, triggered_at,"
+                " opened_at, last_at, value, peak, threshold, details, deadline_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING id, deadline_at"
+            ).format(DEADLINE_SQL),
             (
                 clue_id,
                 f.key,
@@ -144,12 +149,21 @@ class Casework:
                 f.peak,
                 f.threshold,
                 Jsonb(f.details),
+                f.at,
+                device.department,
+                f.severity,
+                self._deadlines[f.severity],
             ),
         )
-        if await cur.fetchone() is None:
+        inserted = await cur.fetchone()
+        if inserted is None:
             # Already opened (a replay after restart): the episode goes on.
             await self._progress(conn, clue_id, f)
             return
+        await add_source(conn, clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
+        await record_event(
+            conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
+        )
         drafts = [
             ledger.Draft(
                 SYSTEM_ACTOR,
@@ -167,21 +181,36 @@ class Casework:
                     "department": device.department,
                     "triggered_at": f.episode_start,
                     "opened_at": f.at,
+                    "deadline_at": inserted[1],
                 },
             )
         ]
         evidence_id = await self._fix_evidence(conn, clue_id, f, device, drafts)
         case_id = None
         if f.severity == "red":
-            case_id = await self._open_case(conn, clue_id, f, device, drafts)
+            case_id = await open_or_join_case(
+                conn,
+                clue_id,
+                CaseFacts(
+                    title=f"{f.title}: {device.subject_name}",
+                    subject_id=device.subject_id,
+                    matter_id=device.matter_id,
+                    department=device.department,
+                    cooperating_departments=device.cooperating_departments,
+                    legal_basis=device.legal_basis,
+                ),
+                f.at,
+                SYSTEM_ACTOR,
+                drafts,
+            )
         # Last in the transaction: the ledger's lock is held from here to the commit only.
         await ledger.append(conn, drafts)
         await conn.execute(
             "UPDATE clues SET evidence_id = %s, case_id = %s WHERE id = %s",
             (evidence_id, case_id, clue_id),
         )
-        clue = await _read_clue(conn, clue_id)
-        await _append_alert(conn, "clue.opened", clue, {})
+        clue = await read_clue(conn, clue_id)
+        await append_alert(conn, "clue.opened", clue, {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
 
     async def _progress(self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding) -> None:
@@ -196,8 +225,8 @@ class Casework:
         if await cur.fetchone() is None:
             _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
             return
-        clue = await _read_clue(conn, clue_id)
-        await _append_alert(conn, f"clue.{f.phase}", clue, {})
+        clue = await read_clue(conn, clue_id)
+        await append_alert(conn, f"clue.{f.phase}", clue, {})
 
     async def _fix_evidence(
         self,
@@ -294,87 +323,152 @@ class Casework:
         )
         return evidence_id
 
-    async def _open_case(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        clue_id: str,
-        f: Finding,
-        device: DeviceInfo,
-        drafts: list[ledger.Draft],
-    ) -> str:
-        """A red clue files a case with the matter's lead department, unless one is open
-        for the same subject and matter: the same facts are not cased twice."""
-        cur = await conn.execute(
-            "SELECT id FROM cases WHERE subject_id = %s AND matter_id = %s"
-            " AND status <> 'closed' ORDER BY opened_at LIMIT 1 FOR UPDATE",
-            (device.subject_id, device.matter_id),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            case_id = str(row[0])
-        else:
-            cur = await conn.execute(
-                "SELECT to_char(%s::timestamptz, 'YYYY') || '-' ||"
-                " lpad(nextval('case_number_seq')::text, 6, '0')",
-                (f.at,),
-            )
-            number_row = await cur.fetchone()
-            assert number_row is not None
-            number = str(number_row[0])
-            case_id = "case_" + sha256_hex(f"case|{clue_id}".encode())[:20]
-            await conn.execute(
-                "INSERT INTO cases (id, number, title, matter_id, subject_id, department,"
-                " cooperating_departments, legal_basis, opened_by)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    case_id,
-                    number,
-                    f"{f.title}: {device.subject_name}",
-                    device.matter_id,
-                    device.subject_id,
-                    device.department,
-                    list(device.cooperating_departments),
-                    list(device.legal_basis),
-                    SYSTEM_ACTOR,
-                ),
-            )
-            drafts.append(
-                ledger.Draft(
-                    SYSTEM_ACTOR,
-                    "case.filed",
-                    "case",
-                    case_id,
-                    {
-                        "case_id": case_id,
-                        "number": number,
-                        "department": device.department,
-                        "subject_id": device.subject_id,
-                        "matter_id": device.matter_id,
-                        "legal_basis": list(device.legal_basis),
-                        "clue_id": clue_id,
-                    },
-                )
-            )
-            _LOG.info("case %s (%s) filed with %s", number, case_id, device.department)
-        cur = await conn.execute(
-            "INSERT INTO case_clues (case_id, clue_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-            " RETURNING case_id",
-            (case_id, clue_id),
-        )
-        if await cur.fetchone() is not None:
-            drafts.append(
-                ledger.Draft(
-                    SYSTEM_ACTOR,
-                    "case.clue_joined",
-                    "case",
-                    case_id,
-                    {"case_id": case_id, "clue_id": clue_id},
-                )
-            )
-        return case_id
+
+@dataclass(frozen=True, slots=True)
+class CaseFacts:
+    """What a case is filed on: taken from the device for a detector clue, from the clue
+    and the matters list for one escalated by hand."""
+
+    title: str
+    subject_id: str
+    matter_id: str
+    department: str
+    cooperating_departments: tuple[str, ...]
+    legal_basis: tuple[str, ...]
 
 
-async def _read_clue(conn: psycopg.AsyncConnection[Any], clue_id: str) -> CluePublic:
+async def open_or_join_case(
+    conn: psycopg.AsyncConnection[Any],
+    clue_id: str,
+    facts: CaseFacts,
+    at: datetime,
+    actor: str,
+    drafts: list[ledger.Draft],
+) -> str:
+    """File a case with the given department, unless one is open for the same subject and
+    matter: the same facts are not cased twice. The clue joins the case either way."""
+    cur = await conn.execute(
+        "SELECT id FROM cases WHERE subject_id = %s AND matter_id = %s"
+        " AND status <> 'closed' ORDER BY opened_at LIMIT 1 FOR UPDATE",
+        (facts.subject_id, facts.matter_id),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        case_id = str(row[0])
+    else:
+        cur = await conn.execute(
+            "SELECT to_char(%s::timestamptz, 'YYYY') || '-' ||"
+            " lpad(nextval('case_number_seq')::text, 6, '0')",
+            (at,),
+        )
+        number_row = await cur.fetchone()
+        assert number_row is not None
+        number = str(number_row[0])
+        case_id = "case_" + sha256_hex(f"case|{clue_id}".encode())[:20]
+        await conn.execute(
+            "INSERT INTO cases (id, number, title, matter_id, subject_id, department,"
+            " cooperating_departments, legal_basis, opened_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                case_id,
+                number,
+                facts.title,
+                facts.matter_id,
+                facts.subject_id,
+                facts.department,
+                list(facts.cooperating_departments),
+                list(facts.legal_basis),
+                actor,
+            ),
+        )
+        drafts.append(
+            ledger.Draft(
+                actor,
+                "case.filed",
+                "case",
+                case_id,
+                {
+                    "case_id": case_id,
+                    "number": number,
+                    "department": facts.department,
+                    "subject_id": facts.subject_id,
+                    "matter_id": facts.matter_id,
+                    "legal_basis": list(facts.legal_basis),
+                    "clue_id": clue_id,
+                },
+            )
+        )
+        _LOG.info("case %s (%s) filed with %s", number, case_id, facts.department)
+    cur = await conn.execute(
+        "INSERT INTO case_clues (case_id, clue_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        " RETURNING case_id",
+        (case_id, clue_id),
+    )
+    if await cur.fetchone() is not None:
+        drafts.append(
+            ledger.Draft(
+                actor,
+                "case.clue_joined",
+                "case",
+                case_id,
+                {"case_id": case_id, "clue_id": clue_id},
+            )
+        )
+    return case_id
+
+
+DEFAULT_DEADLINES_S: dict[str, float] = {
+    "red": 2 * 3600.0,
+    "orange": 24 * 3600.0,
+    "yellow": 72 * 3600.0,
+    "blue": 7 * 86400.0,
+}
+DEADLINE_SQL = sql.SQL(
+    "%s::timestamptz + make_interval(secs => coalesce((SELECT within_s FROM clue_deadlines"
+    " WHERE department = %s AND severity = %s), %s))"
+)
+"""A clue's deadline: from an instant, the department's own limit for the severity, else
+the default passed. Parameters: start, department, severity, default seconds."""
+
+
+async def add_source(
+    conn: psycopg.AsyncConnection[Any],
+    clue_id: str,
+    channel: str,
+    reference: str | None,
+    description: str,
+    reported_at: datetime,
+    actor: str,
+) -> int:
+    cur = await conn.execute(
+        "INSERT INTO clue_sources (clue_id, channel, reference, description, reported_at, actor)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (clue_id, channel, reference, description, reported_at, actor),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def record_event(
+    conn: psycopg.AsyncConnection[Any],
+    clue_id: str,
+    actor: str,
+    action: str,
+    from_status: str | None,
+    to_status: str,
+    department: str | None,
+    reason: str | None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO clue_events (clue_id, actor, action, from_status, to_status, department,"
+        " reason, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (clue_id, actor, action, from_status, to_status, department, reason, Jsonb(details or {})),
+    )
+
+
+async def read_clue(conn: psycopg.AsyncConnection[Any], clue_id: str) -> CluePublic:
     cur = await conn.execute(
         sql.SQL("SELECT {} FROM clues WHERE id = %s").format(CLUE_COLUMNS), (clue_id,)
     )
