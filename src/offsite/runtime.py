@@ -25,6 +25,7 @@ from offsite.casework.alerts import AlertHub
 from offsite.casework.directory import DeviceInfo, read_directory
 from offsite.casework.ledger import SigningKey, load_signing_key
 from offsite.casework.ledger import checkpoint as ledger_checkpoint
+from offsite.casework.lifecycle import mark_overdue
 from offsite.casework.service import Casework
 from offsite.config import Settings
 from offsite.detectors.batch import batch_from_readings, concat_batches, gas_batch
@@ -119,6 +120,7 @@ class Runtime:
             frames=self.frames.frames,
             frames_before=timedelta(seconds=settings.video_evidence_before_s),
             max_frames=settings.video_evidence_frames,
+            deadlines=settings.clue_deadlines_s(),
         )
         secret = settings.ledger_signing_key
         self.ledger_key: SigningKey = load_signing_key(
@@ -184,6 +186,7 @@ class Runtime:
             self._spawn(self._partition_loop(), "partitions")
             self._spawn(self._checkpoint_loop(), "checkpoints")
             self._spawn(self._ledger_loop(), "ledger-checkpoints")
+            self._spawn(self._deadline_loop(), "clue-deadlines")
         except BaseException:
             await self.close()
             raise
@@ -497,6 +500,23 @@ class Runtime:
             _LOG.warning("rollup fold failed (%s); will retry", exc)
             return 0
         return int(row[0]) if row else 0
+
+    # clue deadlines
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.clue_deadline_sweep_s)
+            await self.check_deadlines()
+
+    async def check_deadlines(self, now: datetime | None = None) -> list[str]:
+        """Flag the clues past their deadline and not closed as overdue (an alert each, for
+        the console); returns their ids. Every worker may run it: rows are claimed."""
+        try:
+            async with self.pool.connection() as conn:
+                return await mark_overdue(conn, now or datetime.now(UTC))
+        except psycopg.Error as exc:
+            _LOG.warning("clue deadline check failed (%s); will retry", exc)
+            return []
 
     # casework
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from offsite.casework.lifecycle import Channel, Disposition, Severity
+from offsite.casework.records import ClueDetail
 
 
 class _Public(BaseModel):
@@ -128,3 +131,58 @@ class Health(_Public):
     mqtt: bool | None
     storage: str
     version: str
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Reason = Field(None, max_length=2000, description="why: kept in the clue's history")
+
+
+class ClueTriage(_Request):
+    reason: str | None = _Reason
+
+
+class ClueAssign(_Request):
+    department: str = Field(min_length=1, max_length=100)
+    reason: str | None = _Reason
+
+
+class ClueTransfer(_Request):
+    to_department: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=2000, description="why it belongs elsewhere")
+
+
+class ClueHandle(_Request):
+    note: str = Field(min_length=1, max_length=4000, description="what was done (查处)")
+
+
+class ClueClose(_Request):
+    disposition: Disposition
+    reason: str | None = _Reason
+
+
+class ClueEscalate(_Request):
+    reason: str | None = _Reason
+
+
+class ClueReportCreate(_Request):
+    """A clue from an outside channel: the 12345 hotline, a complaint, another department."""
+
+    channel: Channel
+    subject_id: str = Field(min_length=1, max_length=200)
+    matter_id: str = Field(min_length=1, max_length=200)
+    description: str = Field(min_length=1, max_length=10_000)
+    reported_at: AwareDatetime
+    reference: str | None = Field(
+        None, max_length=200, description="the channel's own reference, e.g. a 12345 ticket"
+    )
+    severity: Severity = "yellow"
+
+
+class ClueReportPublic(_Public):
+    clue: ClueDetail
+    source_id: int
+    merged: bool
+    joined_clue_id: str | None = Field(description="the open clue the report joined, if any")

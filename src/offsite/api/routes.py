@@ -14,6 +14,14 @@ from psycopg import sql
 
 from offsite.api.auth import Caller
 from offsite.api.models import (
+    ClueAssign,
+    ClueClose,
+    ClueEscalate,
+    ClueHandle,
+    ClueReportCreate,
+    ClueReportPublic,
+    ClueTransfer,
+    ClueTriage,
     DepartmentPublic,
     DevicePublic,
     EquipmentPoint,
@@ -24,13 +32,17 @@ from offsite.api.models import (
     SubjectPublic,
     TelemetryPage,
 )
+from offsite.casework import lifecycle
 from offsite.casework.alerts import read_alerts
 from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
     CASE_COLUMNS,
     CLUE_COLUMNS,
     CasePublic,
+    ClueDetail,
+    ClueEventPublic,
     CluePublic,
+    ClueSourcePublic,
     EvidencePublic,
     EvidenceVerification,
 )
@@ -219,15 +231,156 @@ async def clues(
     return [CluePublic.from_row(r) for r in await cur.fetchall()]
 
 
-@router.get("/clues/{clue_id}", response_model=CluePublic, tags=["clues"])
-async def clue(db: Db, _: Caller, clue_id: str) -> CluePublic:
+async def _detail(db: psycopg.AsyncConnection[Any], clue_id: str) -> ClueDetail:
     cur = await db.execute(
         sql.SQL("SELECT {} FROM clues WHERE id = %s").format(CLUE_COLUMNS), (clue_id,)
     )
     row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, f"no clue {clue_id!r}")
-    return CluePublic.from_row(row)
+    sources = await _rows(
+        db,
+        "SELECT id, channel, reference, description, reported_at, received_at, actor"
+        " FROM clue_sources WHERE clue_id = %s ORDER BY id",
+        clue_id,
+    )
+    events = await _rows(
+        db,
+        "SELECT id, at, actor, action, from_status, to_status, department, reason, details"
+        " FROM clue_events WHERE clue_id = %s ORDER BY id",
+        clue_id,
+    )
+    return ClueDetail(
+        **CluePublic.from_row(row).model_dump(),
+        sources=[ClueSourcePublic(**r) for r in sources],
+        events=[ClueEventPublic(**r) for r in events],
+    )
+
+
+@router.get("/clues/{clue_id}", response_model=ClueDetail, tags=["clues"])
+async def clue(db: Db, _: Caller, clue_id: str) -> ClueDetail:
+    """The clue with its sources and its history (every step: who, when, why)."""
+    return await _detail(db, clue_id)
+
+
+def _deadlines(request: Request) -> dict[str, float]:
+    deadlines: dict[str, float] = request.app.state.runtime.settings.clue_deadlines_s()
+    return deadlines
+
+
+async def _step(
+    request: Request,
+    db: psycopg.AsyncConnection[Any],
+    clue_id: str,
+    action: lifecycle.Action,
+    actor: str,
+    **fields: Any,
+) -> ClueDetail:
+    try:
+        async with db.transaction():
+            await lifecycle.step(db, clue_id, action, actor, _deadlines(request), **fields)
+    except lifecycle.ClueError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await _detail(db, clue_id)
+
+
+@router.post(
+    "/clues",
+    response_model=ClueReportPublic,
+    status_code=201,
+    tags=["clues"],
+    responses={200: {"model": ClueReportPublic, "description": "joined an open clue"}},
+)
+async def report_clue(
+    request: Request, response: Response, db: Db, caller: Caller, body: ClueReportCreate
+) -> ClueReportPublic:
+    """A clue from an outside channel, routed by the matters list (lead department; the
+    cooperating departments recorded). A report about the subject and matter of an open
+    clue active within `OFFSITE_CLUE_MERGE_WINDOW_S` joins it (200, `merged`) instead of
+    opening another (201)."""
+    settings = request.app.state.runtime.settings
+    try:
+        async with db.transaction():
+            reported = await lifecycle.report(
+                db,
+                lifecycle.Report(
+                    channel=body.channel,
+                    subject_id=body.subject_id,
+                    matter_id=body.matter_id,
+                    description=body.description,
+                    reported_at=body.reported_at,
+                    reference=body.reference,
+                    severity=body.severity,
+                ),
+                caller,
+                timedelta(seconds=settings.clue_merge_window_s),
+                settings.clue_deadlines_s(),
+            )
+    except lifecycle.ClueError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    if reported.merged:
+        response.status_code = 200
+    return ClueReportPublic(
+        clue=await _detail(db, reported.clue.id),
+        source_id=reported.source_id,
+        merged=reported.merged,
+        joined_clue_id=reported.clue.id if reported.merged else None,
+    )
+
+
+@router.post("/clues/{clue_id}/triage", response_model=ClueDetail, tags=["clues"])
+async def triage_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueTriage
+) -> ClueDetail:
+    """研判: a new clue has been looked at."""
+    return await _step(request, db, clue_id, "triage", caller, reason=body.reason)
+
+
+@router.post("/clues/{clue_id}/assign", response_model=ClueDetail, tags=["clues"])
+async def assign_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueAssign
+) -> ClueDetail:
+    """分办: a triaged clue goes to the department that will handle it."""
+    return await _step(
+        request, db, clue_id, "assign", caller, department=body.department, reason=body.reason
+    )
+
+
+@router.post("/clues/{clue_id}/transfer", response_model=ClueDetail, tags=["clues"])
+async def transfer_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueTransfer
+) -> ClueDetail:
+    """转办: an assigned clue belongs to another department; the reason is required."""
+    return await _step(
+        request, db, clue_id, "transfer", caller, department=body.to_department, reason=body.reason
+    )
+
+
+@router.post("/clues/{clue_id}/handle", response_model=ClueDetail, tags=["clues"])
+async def handle_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueHandle
+) -> ClueDetail:
+    """查处: the department has dealt with it; the note says how."""
+    return await _step(request, db, clue_id, "handle", caller, reason=body.note)
+
+
+@router.post("/clues/{clue_id}/close", response_model=ClueDetail, tags=["clues"])
+async def close_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueClose
+) -> ClueDetail:
+    """Closed with a disposition, after handling (or at triage, e.g. a false alarm)."""
+    return await _step(
+        request, db, clue_id, "close", caller, disposition=body.disposition, reason=body.reason
+    )
+
+
+@router.post("/clues/{clue_id}/escalate", response_model=ClueDetail, tags=["clues"])
+async def escalate_clue(
+    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueEscalate
+) -> ClueDetail:
+    """Escalated to a case: filed with the department holding the clue, or joining the open
+    case of the same subject and matter."""
+    return await _step(request, db, clue_id, "escalate", caller, reason=body.reason)
 
 
 @router.get("/cases", response_model=list[CasePublic], tags=["cases"])
