@@ -223,6 +223,23 @@ async def test_a_report_joins_the_open_detector_clue(database_url: str) -> None:
         ]
 
 
+async def test_a_red_detector_clue_is_escalated_on_opening(database_url: str) -> None:
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        red = await _detector_clue(gw, "red")
+        clue = (await gw.http.get(f"/api/v1/clues/{red}")).json()
+        assert clue["status"] == "escalated"
+        assert clue["case_id"] is not None
+        assert [(e["action"], e["actor"]) for e in clue["events"]] == [
+            ("opened", "offsite:detector"),
+            ("escalated", "offsite:detector"),
+        ]
+        refused = await gw.http.post(f"/api/v1/clues/{red}/triage", json={})
+        assert refused.status_code == 409
+        # Still open: a report of the same facts joins it, and so its case.
+        assert (await _report(gw)).json()["joined_clue_id"] == red
+        assert await gw.runtime.check_deadlines(datetime.now(UTC) + timedelta(days=30)) == []
+
+
 async def test_escalation_files_a_case_or_joins_the_open_one(database_url: str) -> None:
     async with start_gateway(database_url, None, **QUIET) as gw:
         reported = (await _report(gw)).json()["clue"]["id"]

@@ -206,9 +206,25 @@ class Casework:
         # Last in the transaction: the ledger's lock is held from here to the commit only.
         await ledger.append(conn, drafts)
         await conn.execute(
-            "UPDATE clues SET evidence_id = %s, case_id = %s WHERE id = %s",
-            (evidence_id, case_id, clue_id),
+            "UPDATE clues SET evidence_id = %s, case_id = %s,"
+            " status = CASE WHEN %s::text IS NULL THEN status ELSE 'escalated' END"
+            " WHERE id = %s",
+            (evidence_id, case_id, case_id, clue_id),
         )
+        if case_id is not None:
+            # The case carries it from here (its `case.clue_joined` entry is the ledger's
+            # record of this step); no deadline runs for the clue any more.
+            await record_event(
+                conn,
+                clue_id,
+                SYSTEM_ACTOR,
+                "escalated",
+                "new",
+                "escalated",
+                device.department,
+                "red clue: cased on opening",
+                {"case_id": case_id},
+            )
         clue = await read_clue(conn, clue_id)
         await append_alert(conn, "clue.opened", clue, {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
