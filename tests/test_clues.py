@@ -223,6 +223,34 @@ async def test_a_report_joins_the_open_detector_clue(database_url: str) -> None:
         ]
 
 
+async def test_a_detector_clue_joins_the_open_reported_clue(database_url: str) -> None:
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        reported = (await _report(gw)).json()["clue"]["id"]
+        await gw.http.post(f"/api/v1/clues/{reported}/triage", json={})
+        detected = await _detector_clue(gw)
+        assert detected != reported
+        merged = (await gw.http.get(f"/api/v1/clues/{detected}")).json()
+        assert (merged["status"], merged["disposition"]) == ("closed", "merged")
+        assert merged["evidence_id"] is not None  # its evidence stays fixed, with it
+        assert merged["events"][-1]["details"] == {
+            "disposition": "merged",
+            "merged_into": reported,
+        }
+        target = (await gw.http.get(f"/api/v1/clues/{reported}")).json()
+        assert target["status"] == "triaged"
+        assert [(s["channel"], s["reference"]) for s in target["sources"]] == [
+            ("hotline_12345", None),
+            ("detector", detected),
+        ]
+        assert await _actions(database_url, reported) == [
+            "clue.opened",
+            "clue.triaged",
+            "clue.source_added",
+        ]
+        assert await _actions(database_url, detected) == ["clue.opened", "clue.closed"]
+        assert ledger.chain_problems(await _entries(database_url)) == []
+
+
 async def test_a_red_detector_clue_is_escalated_on_opening(database_url: str) -> None:
     async with start_gateway(database_url, None, **QUIET) as gw:
         red = await _detector_clue(gw, "red")

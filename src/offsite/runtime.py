@@ -121,6 +121,7 @@ class Runtime:
             frames_before=timedelta(seconds=settings.video_evidence_before_s),
             max_frames=settings.video_evidence_frames,
             deadlines=settings.clue_deadlines_s(),
+            merge_window=timedelta(seconds=settings.clue_merge_window_s),
         )
         secret = settings.ledger_signing_key
         self.ledger_key: SigningKey = load_signing_key(

@@ -28,6 +28,7 @@ from offsite.casework.service import (
     add_source,
     append_alert,
     clue_id_for,
+    merge_lock,
     open_or_join_case,
     read_clue,
     record_event,
@@ -253,11 +254,7 @@ async def report(
     subject = await cur.fetchone()
     if subject is None:
         raise UnknownReferenceError(f"no subject {r.subject_id!r}")
-    # Two reports of the same facts arriving together must not both open a clue.
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('clue-merge|' || %s || '|' || %s))",
-        (r.subject_id, r.matter_id),
-    )
+    await merge_lock(conn, r.subject_id, r.matter_id)
     cur = await conn.execute(
         "SELECT id, status, department FROM clues WHERE subject_id = %s AND matter_id = %s"
         " AND status <> 'closed' AND last_at >= %s::timestamptz - %s"

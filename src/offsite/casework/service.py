@@ -101,8 +101,10 @@ class Casework:
         frames_before: timedelta = timedelta(seconds=5),
         max_frames: int = 12,
         deadlines: Mapping[str, float] | None = None,
+        merge_window: timedelta = timedelta(days=7),
     ) -> None:
         self._pool = pool
+        self._merge_window = merge_window
         self._deadlines = dict(deadlines or DEFAULT_DEADLINES_S)
         self._before = evidence_before
         self._frames = frames
@@ -203,8 +205,34 @@ class Casework:
                 SYSTEM_ACTOR,
                 drafts,
             )
+        merged_into = None
+        if case_id is None:
+            merged_into = await self._join_reported(conn, clue_id, f, device, drafts)
         # Last in the transaction: the ledger's lock is held from here to the commit only.
         await ledger.append(conn, drafts)
+        if merged_into is not None:
+            await conn.execute(
+                "UPDATE clues SET status = 'closed', disposition = 'merged', closed_at = now()"
+                " WHERE id = %s",
+                (clue_id,),
+            )
+            await record_event(
+                conn,
+                clue_id,
+                SYSTEM_ACTOR,
+                "closed",
+                "new",
+                "closed",
+                device.department,
+                f"merged into {merged_into}",
+                {"disposition": "merged", "merged_into": merged_into},
+            )
+            await append_alert(
+                conn,
+                "clue.source_added",
+                await read_clue(conn, merged_into),
+                {"channel": "detector"},
+            )
         await conn.execute(
             "UPDATE clues SET evidence_id = %s, case_id = %s,"
             " status = CASE WHEN %s::text IS NULL THEN status ELSE 'escalated' END"
@@ -228,6 +256,79 @@ class Casework:
         clue = await read_clue(conn, clue_id)
         await append_alert(conn, "clue.opened", clue, {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
+
+    async def _join_reported(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        clue_id: str,
+        f: Finding,
+        device: DeviceInfo,
+        drafts: list[ledger.Draft],
+    ) -> str | None:
+        """When a reported clue (hotline, complaint...) on the same subject and matter is
+        still being dealt with, the detector's clue becomes one more source of it and is
+        closed as merged: one department inspects the facts once. The detector clue keeps
+        its evidence and goes on recording the episode. Returns the clue joined, if any."""
+        await merge_lock(conn, device.subject_id, device.matter_id)
+        cur = await conn.execute(
+            "SELECT id, status, department FROM clues WHERE subject_id = %s AND matter_id = %s"
+            " AND source <> 'detector' AND status NOT IN ('closed', 'escalated')"
+            " AND last_at >= %s::timestamptz - %s AND id <> %s"
+            " ORDER BY opened_at LIMIT 1 FOR UPDATE",
+            (device.subject_id, device.matter_id, f.at, self._merge_window, clue_id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        target, status, department = str(row[0]), str(row[1]), str(row[2])
+        source_id = await add_source(conn, target, "detector", clue_id, f.title, f.at, SYSTEM_ACTOR)
+        await conn.execute(
+            "UPDATE clues SET last_at = greatest(last_at, %s), updates = updates + 1 WHERE id = %s",
+            (f.at, target),
+        )
+        await record_event(
+            conn,
+            target,
+            SYSTEM_ACTOR,
+            "source_added",
+            status,
+            status,
+            department,
+            None,
+            {"source_id": source_id, "channel": "detector", "clue_id": clue_id},
+        )
+        drafts.append(
+            ledger.Draft(
+                SYSTEM_ACTOR,
+                "clue.source_added",
+                "clue",
+                target,
+                {
+                    "clue_id": target,
+                    "source_id": source_id,
+                    "channel": "detector",
+                    "reference": clue_id,
+                    "reported_at": f.at,
+                },
+            )
+        )
+        drafts.append(
+            ledger.Draft(
+                SYSTEM_ACTOR,
+                "clue.closed",
+                "clue",
+                clue_id,
+                {
+                    "clue_id": clue_id,
+                    "from_status": "new",
+                    "to_status": "closed",
+                    "disposition": "merged",
+                    "merged_into": target,
+                },
+            )
+        )
+        _LOG.info("clue %s merged into reported clue %s", clue_id, target)
+        return target
 
     async def _progress(self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding) -> None:
         cleared = f.phase == "cleared"
@@ -445,6 +546,15 @@ DEADLINE_SQL = sql.SQL(
 )
 """A clue's deadline: from an instant, the department's own limit for the severity, else
 the default passed. Parameters: start, department, severity, default seconds."""
+
+
+async def merge_lock(conn: psycopg.AsyncConnection[Any], subject_id: str, matter_id: str) -> None:
+    """Held to the end of the transaction: two reports of the same facts arriving together
+    (from outside or a detector) must not both open a clue, nor miss each other."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('clue-merge|' || %s || '|' || %s))",
+        (subject_id, matter_id),
+    )
 
 
 async def add_source(
