@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg import sql
 
@@ -343,3 +344,18 @@ async def test_a_clue_past_its_deadline_is_flagged_overdue_and_alerted(
         await gw.http.post(f"/api/v1/clues/{on_time}/close", json={"disposition": "no_violation"})
         assert await gw.runtime.check_deadlines(datetime.now(UTC) + timedelta(days=30)) == []
         assert ledger.chain_problems(await _entries(database_url)) == []
+
+
+async def test_clue_steps_need_a_valid_token(database_url: str) -> None:
+    async with (
+        start_gateway(database_url, None, **QUIET) as gw,
+        httpx.AsyncClient(base_url=gw.base_url) as anonymous,
+    ):
+        clue_id = (await _report(gw)).json()["clue"]["id"]
+        for action in ("triage", "assign", "transfer", "handle", "close", "escalate"):
+            response = await anonymous.post(f"/api/v1/clues/{clue_id}/{action}", json={})
+            assert response.status_code == 401, action
+        assert (await anonymous.post("/api/v1/clues", json={})).status_code == 401
+        assert (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()["events"][-1][
+            "action"
+        ] == "opened"
