@@ -204,6 +204,10 @@ async def test_reports_of_the_same_facts_merge_into_one_clue(database_url: str) 
         assert (await _report(gw, subject_id="nobody")).status_code == 422
         assert (await _report(gw, matter_id="nothing")).status_code == 422
         assert (await _report(gw, reported_at="2026-01-01T10:00:00")).status_code == 422
+        ahead = (now + timedelta(days=2)).isoformat()
+        refused = await _report(gw, reported_at=ahead)
+        assert refused.status_code == 422
+        assert "ahead" in refused.text
         assert (await _report(gw, channel="twitter")).status_code == 422
         assert ledger.chain_problems(await _entries(database_url)) == []
 

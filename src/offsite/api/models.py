@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from offsite.casework.lifecycle import Channel, Disposition, Severity
 from offsite.casework.records import ClueDetail
@@ -179,6 +179,14 @@ class ClueReportCreate(_Request):
         None, max_length=200, description="the channel's own reference, e.g. a 12345 ticket"
     )
     severity: Severity = "yellow"
+
+    @field_validator("reported_at")
+    @classmethod
+    def _not_ahead(cls, value: datetime) -> datetime:
+        # a report dated ahead would also hold its merge window open into the future
+        if value > datetime.now(UTC) + timedelta(days=1):
+            raise ValueError("reported_at is more than a day ahead of the gateway")
+        return value
 
 
 class ClueReportPublic(_Public):
