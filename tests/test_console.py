@@ -76,6 +76,8 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
     assert result["alerts"][0]["id"] == "a-" + newest  # newest first
     assert {"red", "orange"} <= set(severities)
     assert set(result["visible_when_red"]) == {"red"}
+    # gas clues are led by housing; market cooperates and sees them too
+    assert result["visible_for_market"] == len(result["alerts"])
     detail = result["detail"]
     assert clue["id"] in detail
     assert "verified" in detail

@@ -25,6 +25,12 @@ try {
     items.filter((li) => !li.hidden).map((li) => li.dataset.severity),
   )
   await page.selectOption('#f-sev', '')
+  // a cooperating department sees the clues it is notified of
+  await page.selectOption('#f-dep', 'market')
+  out.visible_for_market = await page.$$eval('#alerts li', (items) =>
+    items.filter((li) => !li.hidden).length,
+  )
+  await page.selectOption('#f-dep', '')
   await page.click('#alerts li.sev-red')
   await page.waitForSelector('#detail dl', { timeout: 10000 })
   await page.waitForTimeout(500)
