@@ -385,6 +385,33 @@ def cmd_bench_detectors(_: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspections_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """Draw a joint random inspection plan for a matter and record it; prints it as JSON."""
+    from offsite.casework.inspections import InspectionError, plan  # noqa: PLC0415
+
+    url = _database_url(settings)
+    migrate(url, settings.storage)
+
+    async def run() -> dict[str, object]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await plan(
+                conn,
+                args.matter,
+                count=args.subjects,
+                per_subject=args.inspectors,
+                seed=args.seed,
+                actor=f"cli:{args.actor}",
+            )
+
+    try:
+        result = asyncio.run(run())
+    except InspectionError as exc:
+        print(f"offsite inspections plan: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
 
@@ -471,7 +498,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_rules(sub)
     _add_evidence(sub)
+    _add_inspections(sub)
     return parser
+
+
+def _add_inspections(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inspections = sub.add_parser("inspections", help="joint random inspections (双随机)")
+    inspections_sub = inspections.add_subparsers(dest="inspections_command", required=True)
+    draw = inspections_sub.add_parser(
+        "plan", help="draw subjects (weighted by risk tier) and inspectors; record the draw"
+    )
+    draw.add_argument("--matter", required=True, help="matter id, e.g. gas-safety")
+    draw.add_argument("--subjects", type=_positive(int), default=3, help="subjects to draw")  # type: ignore[arg-type]
+    draw.add_argument("--inspectors", type=_positive(int), default=2, help="per subject")  # type: ignore[arg-type]
+    draw.add_argument("--seed", required=True, help="announced before the draw (一公开)")
+    draw.add_argument("--actor", default="operator", help="who draws, for the ledger")
+    draw.set_defaults(func=cmd_inspections_plan)
 
 
 def _add_evidence(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

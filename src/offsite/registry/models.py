@@ -89,6 +89,17 @@ class Device(_Strict):
         return self
 
 
+class Inspector(_Strict):
+    """A law-enforcement inspector on the roster random inspections draw from."""
+
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    department: str
+    qualified_matters: tuple[str, ...] = Field(
+        (), description="matters this inspector holds the qualification for"
+    )
+
+
 class Registry(_Strict):
     """A whole registry file; `version` is recorded with every load."""
 
@@ -97,6 +108,7 @@ class Registry(_Strict):
     matters: tuple[Matter, ...]
     subjects: tuple[Subject, ...] = ()
     devices: tuple[Device, ...] = ()
+    inspectors: tuple[Inspector, ...] = ()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
@@ -106,6 +118,7 @@ class Registry(_Strict):
             ("matter", self.matters),
             ("subject", self.subjects),
             ("device", self.devices),
+            ("inspector", self.inspectors),
         ):
             seen: set[str] = set()
             for item in items:
@@ -117,6 +130,17 @@ class Registry(_Strict):
             for dep in (matter.lead_department, *matter.cooperating_departments):
                 if dep not in departments:
                     problems.append(f"matter {matter.id!r} names unknown department {dep!r}")
+        matters = {m.id for m in self.matters}
+        for inspector in self.inspectors:
+            if inspector.department not in departments:
+                problems.append(
+                    f"inspector {inspector.id!r} names unknown department {inspector.department!r}"
+                )
+            for matter_id in inspector.qualified_matters:
+                if matter_id not in matters:
+                    problems.append(
+                        f"inspector {inspector.id!r} names unknown matter {matter_id!r}"
+                    )
         subjects = {s.id for s in self.subjects}
         for device in self.devices:
             if device.subject_id not in subjects:

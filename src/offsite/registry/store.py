@@ -115,7 +115,16 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
                 for d in registry.devices
             ],
         )
+        cur.executemany(
+            "INSERT INTO inspectors (id, name, department, qualified_matters, active)"
+            " VALUES (%s, %s, %s, %s, true)"
+            " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+            " department = excluded.department,"
+            " qualified_matters = excluded.qualified_matters, active = true",
+            [(i.id, i.name, i.department, list(i.qualified_matters)) for i in registry.inspectors],
+        )
         for table, ids in (
+            ("inspectors", [i.id for i in registry.inspectors]),
             ("devices", [d.id for d in registry.devices]),
             ("subjects", [s.id for s in registry.subjects]),
             ("matters", [m.id for m in registry.matters]),
