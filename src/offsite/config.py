@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         description="Ed25519 seed (base64, 32 bytes) signing ledger checkpoints; unset in"
         " development: one made once and kept in data_dir",
     )
+    credit_assess_s: float = Field(
+        3600.0, gt=0, description="how often subjects' risk tiers are recomputed from their record"
+    )
     ledger_checkpoint_s: float = Field(
         60.0, gt=0, description="the ledger head is signed this often when it has moved"
     )

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework.alerts import AlertHub
+from offsite.casework.credit import Assessment, assess
 from offsite.casework.directory import DeviceInfo, read_directory
 from offsite.casework.ledger import SigningKey, load_signing_key
 from offsite.casework.ledger import checkpoint as ledger_checkpoint
@@ -187,6 +188,7 @@ class Runtime:
             self._spawn(self._partition_loop(), "partitions")
             self._spawn(self._checkpoint_loop(), "checkpoints")
             self._spawn(self._ledger_loop(), "ledger-checkpoints")
+            self._spawn(self._credit_loop(), "credit")
             self._spawn(self._deadline_loop(), "clue-deadlines")
         except BaseException:
             await self.close()
@@ -482,6 +484,23 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.ledger_checkpoint_s)
             await self.sign_ledger()
+
+    async def _credit_loop(self) -> None:
+        """Risk tiers from the subjects' records; a change reloads the directory (NOTIFY)."""
+        while True:
+            await self.assess_credit()
+            await asyncio.sleep(self.settings.credit_assess_s)
+
+    async def assess_credit(self, now: datetime | None = None) -> list[Assessment]:
+        try:
+            async with self.pool.connection() as conn:
+                changed = await assess(conn, now or datetime.now(UTC))
+        except psycopg.Error as exc:
+            _LOG.warning("risk tier assessment failed (%s); will retry", exc)
+            return []
+        for a in changed:
+            _LOG.info("subject %s now tier %s (%.1f points)", a.subject_id, a.tier, a.points)
+        return changed
 
     async def sign_ledger(self) -> None:
         try:

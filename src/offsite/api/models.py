@@ -40,7 +40,10 @@ class SubjectPublic(_Public):
     kind: str
     address: str
     tags: list[str]
-    risk_tier: str
+    risk_tier: str = Field(description="declared in the registry")
+    assessed_tier: str | None = Field(description="earned by its clues and cases this year")
+    effective_tier: str = Field(description="the higher of the two: what detection uses")
+    assessment: dict[str, Any] | None
     active: bool
 
 

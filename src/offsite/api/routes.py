@@ -85,7 +85,10 @@ async def matters(db: Db, _: Caller) -> list[dict[str, Any]]:
 @router.get("/subjects", response_model=list[SubjectPublic], tags=["registry"])
 async def subjects(db: Db, _: Caller) -> list[dict[str, Any]]:
     return await _rows(
-        db, "SELECT id, name, kind, address, tags, risk_tier, active FROM subjects ORDER BY id"
+        db,
+        "SELECT id, name, kind, address, tags, risk_tier, assessed_tier,"
+        " greatest(risk_tier, coalesce(assessed_tier, 'A')) AS effective_tier, assessment,"
+        " active FROM subjects ORDER BY id",
     )
 
 

@@ -24,8 +24,10 @@ class DeviceInfo:
     attributes: dict[str, Any]
 
 
+# The tier detection uses: the higher (A < B < C < D) of the declared and the assessed one.
 _QUERY = """
-SELECT d.id, d.domain, d.kind, d.subject_id, s.name, s.risk_tier, d.matter_id,
+SELECT d.id, d.domain, d.kind, d.subject_id, s.name,
+       greatest(s.risk_tier, coalesce(s.assessed_tier, 'A')), d.matter_id,
        m.lead_department, m.cooperating_departments, m.legal_basis, d.expected_interval_s,
        d.attributes
 FROM devices d JOIN subjects s ON s.id = d.subject_id JOIN matters m ON m.id = d.matter_id
