@@ -197,3 +197,34 @@ class ClueReportPublic(_Public):
     source_id: int
     merged: bool
     joined_clue_id: str | None = Field(description="the open clue the report joined, if any")
+
+
+_CaseReason = Field(None, max_length=2000, description="why: kept in the case's history")
+
+
+class CaseStep(_Request):
+    """investigate, decide, rectify or close a case."""
+
+    reason: str | None = _CaseReason
+
+
+class CaseTransfer(_Request):
+    to_department: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=2000, description="why it belongs elsewhere")
+
+
+class CaseHandOver(_Request):
+    """移送: to the judicial authorities (police, procuratorate); ends the case here."""
+
+    recipient: str = Field(min_length=1, max_length=200, description="who receives the case")
+    reason: str = Field(min_length=1, max_length=4000, description="why it is a judicial matter")
+
+
+class CaseTaskCreate(_Request):
+    title: str = Field(min_length=1, max_length=500)
+    assignee: str = Field(min_length=1, max_length=200, description="the officer or unit")
+    due_at: AwareDatetime
+
+
+class CaseTaskComplete(_Request):
+    note: str | None = Field(None, max_length=4000, description="what was done")

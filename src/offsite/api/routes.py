@@ -14,6 +14,11 @@ from psycopg import sql
 
 from offsite.api.auth import Caller
 from offsite.api.models import (
+    CaseHandOver,
+    CaseStep,
+    CaseTaskComplete,
+    CaseTaskCreate,
+    CaseTransfer,
     ClueAssign,
     ClueClose,
     ClueEscalate,
@@ -32,12 +37,14 @@ from offsite.api.models import (
     SubjectPublic,
     TelemetryPage,
 )
+from offsite.casework import cases as case_lifecycle
 from offsite.casework import lifecycle
 from offsite.casework.alerts import read_alerts
 from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
     CASE_COLUMNS,
     CLUE_COLUMNS,
+    CaseDetail,
     CasePublic,
     ClueDetail,
     ClueEventPublic,
@@ -404,15 +411,100 @@ async def cases(
     return [CasePublic.from_row(r) for r in await cur.fetchall()]
 
 
-@router.get("/cases/{case_id}", response_model=CasePublic, tags=["cases"])
-async def case(db: Db, _: Caller, case_id: str) -> CasePublic:
-    cur = await db.execute(
-        sql.SQL("SELECT {} FROM cases WHERE id = %s").format(CASE_COLUMNS), (case_id,)
+async def _case_detail(db: psycopg.AsyncConnection[Any], case_id: str) -> CaseDetail:
+    try:
+        return await case_lifecycle.read_detail(db, case_id)
+    except case_lifecycle.CaseError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+
+
+@router.get("/cases/{case_id}", response_model=CaseDetail, tags=["cases"])
+async def case(db: Db, _: Caller, case_id: str) -> CaseDetail:
+    """The case with its clues, its history (every step: who, when, why), its tasks (the
+    overdue ones flagged) and, once handed over, the record of what went."""
+    return await _case_detail(db, case_id)
+
+
+async def _case_step(
+    db: psycopg.AsyncConnection[Any],
+    case_id: str,
+    action: case_lifecycle.Action,
+    actor: str,
+    **fields: Any,
+) -> CaseDetail:
+    try:
+        async with db.transaction():
+            await case_lifecycle.step(db, case_id, action, actor, **fields)
+    except case_lifecycle.CaseError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await _case_detail(db, case_id)
+
+
+@router.post("/cases/{case_id}/investigate", response_model=CaseDetail, tags=["cases"])
+async def investigate_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+    """A filed case is being investigated."""
+    return await _case_step(db, case_id, "investigate", caller, reason=body.reason)
+
+
+@router.post("/cases/{case_id}/decide", response_model=CaseDetail, tags=["cases"])
+async def decide_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+    """The investigation ends in a decision (the reason says which)."""
+    return await _case_step(db, case_id, "decide", caller, reason=body.reason)
+
+
+@router.post("/cases/{case_id}/rectify", response_model=CaseDetail, tags=["cases"])
+async def rectify_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+    """The subject is rectifying what the decision ordered."""
+    return await _case_step(db, case_id, "rectify", caller, reason=body.reason)
+
+
+@router.post("/cases/{case_id}/close", response_model=CaseDetail, tags=["cases"])
+async def close_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+    """Closed: after rectification, after a decision needing none, or after an
+    investigation finding nothing to answer."""
+    return await _case_step(db, case_id, "close", caller, reason=body.reason)
+
+
+@router.post("/cases/{case_id}/transfer", response_model=CaseDetail, tags=["cases"])
+async def transfer_case(db: Db, caller: Caller, case_id: str, body: CaseTransfer) -> CaseDetail:
+    """To another department; the status stays, the reason is required."""
+    return await _case_step(
+        db, case_id, "transfer", caller, department=body.to_department, reason=body.reason
     )
-    row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(404, f"no case {case_id!r}")
-    return CasePublic.from_row(row)
+
+
+@router.post("/cases/{case_id}/hand-over", response_model=CaseDetail, tags=["cases"])
+async def hand_over_case(db: Db, caller: Caller, case_id: str, body: CaseHandOver) -> CaseDetail:
+    """移送 to the judicial authorities: ends the case here, recording its clues, their
+    evidence, the recipient, the reason and the ledger head at the hand-over."""
+    return await _case_step(
+        db, case_id, "hand_over", caller, recipient=body.recipient, reason=body.reason
+    )
+
+
+@router.post("/cases/{case_id}/tasks", response_model=CaseDetail, status_code=201, tags=["cases"])
+async def add_case_task(db: Db, caller: Caller, case_id: str, body: CaseTaskCreate) -> CaseDetail:
+    """A task on an open case: a title, an assignee and a due time."""
+    try:
+        async with db.transaction():
+            await case_lifecycle.add_task(
+                db, case_id, caller, body.title, body.assignee, body.due_at
+            )
+    except case_lifecycle.CaseError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await _case_detail(db, case_id)
+
+
+@router.post("/cases/{case_id}/tasks/{task_id}/complete", response_model=CaseDetail, tags=["cases"])
+async def complete_case_task(
+    db: Db, caller: Caller, case_id: str, task_id: int, body: CaseTaskComplete
+) -> CaseDetail:
+    try:
+        async with db.transaction():
+            await case_lifecycle.complete_task(db, case_id, task_id, caller, body.note)
+    except case_lifecycle.CaseError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await _case_detail(db, case_id)
 
 
 @router.get(

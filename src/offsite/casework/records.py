@@ -50,6 +50,7 @@ CASE_FIELDS = (
     "legal_basis",
     "opened_at",
     "opened_by",
+    "closed_at",
 )
 CASE_COLUMNS = sql.SQL(", ").join(
     [
@@ -141,11 +142,62 @@ class CasePublic(_Public):
     legal_basis: list[str]
     opened_at: datetime
     opened_by: str
+    closed_at: datetime | None
+    """When it was closed or handed over; None while it is open."""
     clue_ids: list[str]
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> CasePublic:
         return cls.model_validate(dict(zip((*CASE_FIELDS, "clue_ids"), row, strict=True)))
+
+
+class CaseEventPublic(_Public):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    department: str | None
+    reason: str | None
+    details: dict[str, Any]
+
+
+class CaseTaskPublic(_Public):
+    id: int
+    title: str
+    assignee: str
+    due_at: datetime
+    created_at: datetime
+    created_by: str
+    completed_at: datetime | None
+    completed_by: str | None
+    note: str | None
+    overdue: bool
+    """Not completed and past its due time, as of the read."""
+
+
+class CaseHandoverPublic(_Public):
+    """What went to the judicial authorities (移送), and the ledger head just before."""
+
+    at: datetime
+    actor: str
+    recipient: str
+    reason: str
+    clue_ids: list[str]
+    evidence_ids: list[str]
+    ledger_head_seq: int
+    ledger_head_hash: str
+    ledger_seq: int
+    """The hand-over's own ledger entry."""
+
+
+class CaseDetail(CasePublic):
+    """A case with every step taken on it and its tasks, oldest first."""
+
+    events: list[CaseEventPublic]
+    tasks: list[CaseTaskPublic]
+    handover: CaseHandoverPublic | None
 
 
 class EvidencePublic(_Public):

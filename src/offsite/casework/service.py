@@ -466,7 +466,7 @@ async def open_or_join_case(
     matter: the same facts are not cased twice. The clue joins the case either way."""
     cur = await conn.execute(
         "SELECT id FROM cases WHERE subject_id = %s AND matter_id = %s"
-        " AND status <> 'closed' ORDER BY opened_at LIMIT 1 FOR UPDATE",
+        " AND status NOT IN ('closed', 'handed_over') ORDER BY opened_at LIMIT 1 FOR UPDATE",
         (facts.subject_id, facts.matter_id),
     )
     row = await cur.fetchone()
@@ -514,6 +514,11 @@ async def open_or_join_case(
                     "clue_id": clue_id,
                 },
             )
+        )
+        await conn.execute(
+            "INSERT INTO case_events (case_id, actor, action, to_status, department, details)"
+            " VALUES (%s, %s, 'filed', 'filed', %s, %s)",
+            (case_id, actor, facts.department, Jsonb({"clue_id": clue_id})),
         )
         _LOG.info("case %s (%s) filed with %s", number, case_id, facts.department)
     cur = await conn.execute(

@@ -1,0 +1,269 @@
+"""The case lifecycle, judicial hand-over and tasks, through the HTTP API with a real
+database; cases are filed by a red detector finding handed to casework as the runtime would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from offsite.casework import ledger
+from offsite.detectors.findings import Finding
+from tests.fixtures.gateway import RunningGateway, start_gateway
+
+QUIET = {"silent_sweep_s": 3600.0}
+"""No silence findings from the never-seen demo devices while a test runs."""
+
+
+async def _entries(url: str) -> list[ledger.Entry]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(
+            sql.SQL("SELECT {} FROM ledger ORDER BY seq").format(ledger.ENTRY_COLUMNS)
+        )
+        return [ledger.entry_from_row(r) for r in await cur.fetchall()]
+
+
+async def _red_case(gw: RunningGateway) -> tuple[str, str]:
+    """A red gas clue on gas-0001 files a case with housing: (case id, clue id)."""
+    now = datetime.now(UTC)
+    finding = Finding(
+        rule="gas.lel_level2",
+        device_id="gas-0001",
+        severity="red",
+        phase="opened",
+        episode_start=now - timedelta(seconds=20),
+        at=now,
+        title="Combustible gas above level 2",
+        value=55.0,
+        peak=56.0,
+        threshold=50.0,
+    )
+    clue_id = await gw.runtime.casework.handle(finding, gw.runtime.directory["gas-0001"])
+    clue = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
+    return str(clue["case_id"]), clue_id
+
+
+async def test_a_case_goes_through_its_whole_life(database_url: str) -> None:
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        case_id, clue_id = await _red_case(gw)
+
+        async def post(action: str, **body: Any) -> Any:
+            return await gw.http.post(f"/api/v1/cases/{case_id}/{action}", json=body)
+
+        filed = (await gw.http.get(f"/api/v1/cases/{case_id}")).json()
+        assert (filed["status"], filed["department"], filed["clue_ids"]) == (
+            "filed",
+            "housing",
+            [clue_id],
+        )
+        assert [e["action"] for e in filed["events"]] == ["filed"]
+        assert (filed["tasks"], filed["handover"], filed["closed_at"]) == ([], None, None)
+
+        # Out of order: refused with the reason.
+        refused = await post("decide", reason="fined")
+        assert refused.status_code == 409
+        assert "while it is filed" in refused.json()["detail"]
+        assert (await post("close")).status_code == 409
+        assert (await post("rectify")).status_code == 409
+
+        assert (await post("investigate", reason="site visit booked")).json()[
+            "status"
+        ] == "investigating"
+        assert (await post("investigate")).status_code == 409
+        assert (await post("transfer", to_department="nowhere", reason="x")).status_code == 422
+        assert (await post("transfer", to_department="market")).status_code == 422  # no reason
+        same = await post("transfer", to_department="housing", reason="x")
+        assert same.status_code == 409
+        assert "already with housing" in same.json()["detail"]
+        moved = (await post("transfer", to_department="market", reason="appliance defect")).json()
+        assert (moved["status"], moved["department"]) == ("investigating", "market")
+        assert (await post("decide", reason="fined 5000 yuan, valve to replace")).json()[
+            "status"
+        ] == "decision"
+        assert (await post("rectify", reason="valve ordered")).json()["status"] == "rectification"
+        assert (await post("close", reason="valve replaced", extra=1)).status_code == 422
+        closed = (await post("close", reason="valve replaced, checked on site")).json()
+        assert closed["status"] == "closed"
+        assert closed["closed_at"] is not None
+        for action, body in (
+            ("investigate", {}),
+            ("transfer", {"to_department": "fire", "reason": "late"}),
+            ("hand-over", {"recipient": "police", "reason": "late"}),
+        ):
+            assert (await post(action, **body)).status_code == 409, action
+
+        steps = [
+            (e["action"], e["from_status"], e["to_status"], e["department"], e["reason"])
+            for e in closed["events"]
+        ]
+        assert steps == [
+            ("filed", None, "filed", "housing", None),
+            ("investigating", "filed", "investigating", "housing", "site visit booked"),
+            ("transferred", "investigating", "investigating", "market", "appliance defect"),
+            (
+                "decision",
+                "investigating",
+                "decision",
+                "market",
+                "fined 5000 yuan, valve to replace",
+            ),
+            ("rectification", "decision", "rectification", "market", "valve ordered"),
+            ("closed", "rectification", "closed", "market", "valve replaced, checked on site"),
+        ]
+        assert closed["events"][2]["details"] == {"from_department": "housing"}
+        assert {e["actor"] for e in closed["events"][1:]} == {"admin:bootstrap"}
+
+        entries = await _entries(database_url)
+        assert [e.action for e in entries if e.object_id == case_id] == [
+            "case.filed",
+            "case.clue_joined",
+            "case.investigating",
+            "case.transferred",
+            "case.decision",
+            "case.rectification",
+            "case.closed",
+        ]
+        assert ledger.chain_problems(entries) == []
+        alerts = (await gw.http.get("/api/v1/alerts")).json()
+        case_alerts = [a for a in alerts if a["type"].startswith("case.")]
+        assert [a["type"] for a in case_alerts][-1] == "case.closed"
+        assert {a["clue"]["id"] for a in case_alerts} == {clue_id}
+        assert case_alerts[-1]["case"]["id"] == case_id
+        assert (await gw.http.post("/api/v1/cases/case_nope/investigate", json={})).status_code == (
+            404
+        )
+        assert (await gw.http.get("/api/v1/cases/case_nope")).status_code == 404
+
+        # A closed case is done with: the next red clue on the same facts files a new one.
+        again, _ = await _red_case(gw)
+        assert again != case_id
+
+
+async def test_a_case_handed_to_the_judicial_authorities_ends_here(database_url: str) -> None:
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        case_id, clue_id = await _red_case(gw)
+        await gw.http.post(f"/api/v1/cases/{case_id}/investigate", json={})
+        assert (
+            await gw.http.post(f"/api/v1/cases/{case_id}/hand-over", json={"recipient": "police"})
+        ).status_code == 422  # the reason is required
+        before = (await _entries(database_url))[-1]
+        handed = await gw.http.post(
+            f"/api/v1/cases/{case_id}/hand-over",
+            json={"recipient": "Hanzhong public security bureau", "reason": "suspected crime"},
+        )
+        assert handed.status_code == 200, handed.text
+        case = handed.json()
+        assert (case["status"], case["events"][-1]["action"]) == ("handed_over", "handed_over")
+        assert case["closed_at"] is not None
+        record = case["handover"]
+        clue = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
+        assert record["clue_ids"] == [clue_id]
+        assert record["evidence_ids"] == [clue["evidence_id"]]
+        assert record["recipient"] == "Hanzhong public security bureau"
+        assert record["reason"] == "suspected crime"
+        assert record["actor"] == "admin:bootstrap"
+        assert (record["ledger_head_seq"], record["ledger_head_hash"]) == (before.seq, before.hash)
+        entries = await _entries(database_url)
+        entry = next(e for e in entries if e.seq == record["ledger_seq"])
+        assert (entry.action, entry.object_id, entry.prev_hash) == (
+            "case.handed_over",
+            case_id,
+            before.hash,
+        )
+        assert clue["evidence_id"] in (entry.payload or "")
+        assert ledger.chain_problems(entries) == []
+
+        for action, body in (
+            ("decide", {}),
+            ("close", {}),
+            ("transfer", {"to_department": "fire", "reason": "x"}),
+            ("hand-over", {"recipient": "procuratorate", "reason": "again"}),
+            ("tasks", {"title": "t", "assignee": "a", "due_at": datetime.now(UTC).isoformat()}),
+        ):
+            refused = await gw.http.post(f"/api/v1/cases/{case_id}/{action}", json=body)
+            assert refused.status_code == 409, action
+        assert "handed_over" in refused.json()["detail"]
+
+
+async def test_tasks_on_a_case(database_url: str) -> None:
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        case_id, _ = await _red_case(gw)
+        now = datetime.now(UTC)
+        tasks = f"/api/v1/cases/{case_id}/tasks"
+        late = await gw.http.post(
+            tasks,
+            json={
+                "title": "collect the valve log",
+                "assignee": "officer-li",
+                "due_at": (now - timedelta(hours=1)).isoformat(),
+            },
+        )
+        assert late.status_code == 201, late.text
+        on_time = await gw.http.post(
+            tasks,
+            json={
+                "title": "site visit",
+                "assignee": "officer-wang",
+                "due_at": (now + timedelta(days=2)).isoformat(),
+            },
+        )
+        listed = on_time.json()["tasks"]
+        assert [(t["title"], t["assignee"], t["overdue"]) for t in listed] == [
+            ("collect the valve log", "officer-li", True),
+            ("site visit", "officer-wang", False),
+        ]
+        assert (await gw.http.post(tasks, json={"title": "x", "assignee": "y"})).status_code == 422
+        naive = {"title": "x", "assignee": "y", "due_at": "2026-01-01T00:00:00"}
+        assert (await gw.http.post(tasks, json=naive)).status_code == 422
+
+        first = listed[0]["id"]
+        done = await gw.http.post(f"{tasks}/{first}/complete", json={"note": "log copied"})
+        assert done.status_code == 200, done.text
+        task = done.json()["tasks"][0]
+        assert (task["completed_by"], task["note"], task["overdue"]) == (
+            "admin:bootstrap",
+            "log copied",
+            False,
+        )
+        assert task["completed_at"] is not None
+        assert (await gw.http.post(f"{tasks}/{first}/complete", json={})).status_code == 409
+        assert (await gw.http.post(f"{tasks}/999999/complete", json={})).status_code == 404
+        assert [e["action"] for e in done.json()["events"]] == [
+            "filed",
+            "task_created",
+            "task_created",
+            "task_completed",
+        ]
+        entries = await _entries(database_url)
+        assert [e.action for e in entries if e.object_id == case_id][-3:] == [
+            "case.task_created",
+            "case.task_created",
+            "case.task_completed",
+        ]
+        assert ledger.chain_problems(entries) == []
+
+
+async def test_case_steps_need_a_valid_token(database_url: str) -> None:
+    async with (
+        start_gateway(database_url, None, **QUIET) as gw,
+        httpx.AsyncClient(base_url=gw.base_url) as anonymous,
+    ):
+        case_id, _ = await _red_case(gw)
+        for action in (
+            "investigate",
+            "decide",
+            "rectify",
+            "close",
+            "transfer",
+            "hand-over",
+            "tasks",
+            "tasks/1/complete",
+        ):
+            response = await anonymous.post(f"/api/v1/cases/{case_id}/{action}", json={})
+            assert response.status_code == 401, action
+        assert (await anonymous.get(f"/api/v1/cases/{case_id}")).status_code == 401
+        case = (await gw.http.get(f"/api/v1/cases/{case_id}")).json()
+        assert (case["status"], [e["action"] for e in case["events"]]) == ("filed", ["filed"])
