@@ -52,7 +52,8 @@ async def assess(
             " coalesce((SELECT array_agg(c.severity || ':' || coalesce(c.disposition, ''))"
             "           FROM clues c WHERE c.subject_id = s.id AND c.opened_at >= %s"
             "           AND c.opened_at <= %s), '{}'),"
-            " (SELECT count(*) FROM cases k WHERE k.subject_id = s.id AND k.status <> 'closed')"
+            " (SELECT count(*) FROM cases k WHERE k.subject_id = s.id"
+            "  AND k.status NOT IN ('closed', 'handed_over'))"
             " FROM subjects s WHERE s.active ORDER BY s.id",
             (since, now),
         )
