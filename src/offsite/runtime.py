@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from offsite.casework import commands
 from offsite.casework.alerts import AlertHub
 from offsite.casework.credit import Assessment, assess
 from offsite.casework.directory import DeviceInfo, read_directory
@@ -45,8 +47,9 @@ from offsite.frames import FRAME_TOPIC, FrameIntake, FrameSettings, camera_confi
 from offsite.gateway.columns import GasColumns
 from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
 from offsite.gateway.equipment_payloads import EquipmentReading
+from offsite.gateway.errors import BrokerUnavailableError
 from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
-from offsite.gateway.payloads import GasReading
+from offsite.gateway.payloads import CommandAck, GasReading
 from offsite.ingest.schema import Flavour, migrate
 from offsite.ingest.writer import BatchResult, StatusChange, write_batch
 from offsite.metrics import Metrics
@@ -78,6 +81,7 @@ class _DecodedBatch:
     now: datetime
     gas: list[tuple[str, GasReading]] = field(default_factory=list)
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
+    acks: list[tuple[str, CommandAck]] = field(default_factory=list)
     gas_columns: GasColumns | None = None
     """`gas` as columns, made once for the writer and the detectors."""
     refusals: list[Refusal] = field(default_factory=list)
@@ -304,6 +308,8 @@ class Runtime:
                 out.refusals.extend(decoded.refusals)
             if decoded.status is not None:
                 out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
+            if decoded.acks:
+                out.acks.extend(decoded.acks)
         if out.gas:
             out.gas_columns = GasColumns.of(out.gas)
         return out
@@ -394,6 +400,8 @@ class Runtime:
             for change in d.statuses:
                 findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
         await self._put_findings(findings)
+        for device_id, ack in d.acks:
+            await self.command_answered(device_id, ack, d.now)
 
     async def _put_findings(self, findings: list[Finding]) -> None:
         for finding in findings:
@@ -485,6 +493,73 @@ class Runtime:
             await asyncio.sleep(self.settings.ledger_checkpoint_s)
             await self.sign_ledger()
 
+    # remote enforcement
+
+    async def send_command(
+        self,
+        *,
+        device_id: str,
+        command: str,
+        params: dict[str, Any],
+        case_id: str | None,
+        reason: str | None,
+        actor: str,
+        allowed_s: float,
+    ) -> commands.Command:
+        """Record a command (and its ledger entry), then publish it to the device at QoS 1.
+        A broker that is away leaves the command to time out, recorded as such."""
+        async with self.pool.connection() as conn:
+            cmd = await commands.issue(
+                conn,
+                device_id=device_id,
+                command=command,
+                params=params,
+                case_id=case_id,
+                reason=reason,
+                actor=actor,
+                now=datetime.now(UTC),
+                allowed_for=timedelta(seconds=allowed_s),
+            )
+        body = {
+            "command_id": cmd.id,
+            "command": cmd.command,
+            "params": cmd.params,
+            "deadline": cmd.deadline_at.isoformat(),
+        }
+        if self.gateway is None:
+            _LOG.warning("command %s not sent (no broker); it will time out", cmd.id)
+            return cmd
+        try:
+            self.gateway.publish(cmd.topic, json.dumps(body).encode(), qos=1)
+        except BrokerUnavailableError as exc:
+            _LOG.warning("command %s not sent (%s); it will time out", cmd.id, exc)
+        return cmd
+
+    async def command_answered(self, device_id: str, ack: CommandAck, now: datetime) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                done = await commands.answer(
+                    conn,
+                    device_id=device_id,
+                    command_id=ack.command_id,
+                    ok=ack.ok,
+                    detail=ack.detail,
+                    now=now,
+                )
+        except psycopg.Error as exc:
+            _LOG.warning("command answer from %s not recorded (%s)", device_id, exc)
+            return
+        if done is None:
+            _LOG.warning("%s answered %s, which is not pending for it", device_id, ack.command_id)
+
+    async def expire_commands(self, now: datetime) -> list[str]:
+        try:
+            async with self.pool.connection() as conn:
+                return await commands.expire(conn, now)
+        except psycopg.Error as exc:
+            _LOG.warning("command expiry failed (%s); will retry", exc)
+            return []
+
     async def _credit_loop(self) -> None:
         """Risk tiers from the subjects' records; a change reloads the directory (NOTIFY)."""
         while True:
@@ -569,6 +644,7 @@ class Runtime:
                 swept.extend(self.flapping.sweep(now))
             if self.video_gateway is not None:
                 swept.extend(await self.frames.sweep(now))
+            await self.expire_commands(now)
             for finding in swept:
                 self.metrics.findings.labels(finding.rule, finding.phase).inc()
                 await self._findings.put(finding)

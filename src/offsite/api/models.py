@@ -228,3 +228,32 @@ class CaseTaskCreate(_Request):
 
 class CaseTaskComplete(_Request):
     note: str | None = Field(None, max_length=4000, description="what was done")
+
+
+class CommandCreate(_Request):
+    """A command to a device (远程执法处置): close a gas valve, take an elevator out of
+    service; tracked until the device acknowledges it or `allowed_s` runs out."""
+
+    device_id: str = Field(min_length=1, max_length=64)
+    command: str = Field(
+        min_length=1, max_length=64, description="by device kind, e.g. close_valve"
+    )
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    case_id: str | None = Field(None, description="the case it enforces")
+    reason: str | None = Field(None, max_length=2_000)
+    allowed_s: float = Field(30.0, gt=0, le=86_400, description="time for the device to answer")
+
+
+class CommandPublic(_Public):
+    id: str
+    device_id: str
+    command: str
+    params: dict[str, Any]
+    case_id: str | None
+    status: str = Field(description="sent, acked, failed or timed_out")
+    reason: str | None
+    issued_by: str
+    issued_at: datetime
+    deadline_at: datetime
+    answered_at: datetime | None
+    answer: dict[str, Any] | None

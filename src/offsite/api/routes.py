@@ -27,6 +27,8 @@ from offsite.api.models import (
     ClueReportPublic,
     ClueTransfer,
     ClueTriage,
+    CommandCreate,
+    CommandPublic,
     DepartmentPublic,
     DevicePublic,
     EquipmentPoint,
@@ -38,7 +40,7 @@ from offsite.api.models import (
     TelemetryPage,
 )
 from offsite.casework import cases as case_lifecycle
-from offsite.casework import lifecycle
+from offsite.casework import commands, lifecycle
 from offsite.casework.alerts import read_alerts
 from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
@@ -620,3 +622,47 @@ async def alerts(
 ) -> list[dict[str, Any]]:
     """Alerts after a sequence number: what a console missed while away."""
     return [a.to_json() for a in await read_alerts(db, after, limit)]
+
+
+def _command_public(cmd: commands.Command) -> CommandPublic:
+    return CommandPublic(
+        id=cmd.id,
+        device_id=cmd.device_id,
+        command=cmd.command,
+        params=cmd.params,
+        case_id=cmd.case_id,
+        status=cmd.status,
+        reason=cmd.reason,
+        issued_by=cmd.issued_by,
+        issued_at=cmd.issued_at,
+        deadline_at=cmd.deadline_at,
+        answered_at=cmd.answered_at,
+        answer=cmd.answer,
+    )
+
+
+@router.post("/commands", response_model=CommandPublic, status_code=201, tags=["commands"])
+async def send_command(request: Request, caller: Caller, body: CommandCreate) -> CommandPublic:
+    """Send a command to a device; the device answers on `.../cmd/ack`."""
+    runtime = request.app.state.runtime
+    try:
+        cmd = await runtime.send_command(
+            device_id=body.device_id,
+            command=body.command,
+            params=dict(body.params),
+            case_id=body.case_id,
+            reason=body.reason,
+            actor=caller,
+            allowed_s=body.allowed_s,
+        )
+    except commands.CommandError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _command_public(cmd)
+
+
+@router.get("/commands/{command_id}", response_model=CommandPublic, tags=["commands"])
+async def command(db: Db, _: Caller, command_id: str) -> CommandPublic:
+    cmd = await commands.read(db, command_id)
+    if cmd is None:
+        raise HTTPException(404, f"no command {command_id!r}")
+    return _command_public(cmd)

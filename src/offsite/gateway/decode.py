@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from offsite.gateway.equipment_payloads import EQUIPMENT_READINGS, EquipmentReading
-from offsite.gateway.payloads import DeviceStatus, GasReading, Reading
+from offsite.gateway.payloads import CommandAck, DeviceStatus, GasReading, Reading
 
 TOPIC_PREFIX: Final = "offsite/v1/"
 _MAX_FUTURE = timedelta(days=1)
@@ -72,6 +72,7 @@ class Decoded:
 
     gas: list[tuple[str, GasReading]] = field(default_factory=list)
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
+    acks: list[tuple[str, CommandAck]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     status: tuple[str, DeviceStatus] | None = None
 
@@ -146,6 +147,12 @@ def decode_message(
         if text not in ("online", "offline"):
             return refuse("status must be 'online' or 'offline'")
         out.status = (device_id, "online" if text == "online" else "offline")
+        return out
+    if parsed.channel == "cmd/ack":
+        try:
+            out.acks.append((device_id, CommandAck.model_validate_json(payload)))
+        except ValidationError as exc:
+            return refuse(_describe(exc))
         return out
     decoder = _DECODERS.get(device.kind)
     if parsed.channel != "telemetry" or decoder is None:

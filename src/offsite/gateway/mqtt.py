@@ -34,6 +34,7 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     "offsite/v1/gas/+/telemetry",
     "offsite/v1/equipment/+/telemetry",
     "offsite/v1/+/+/status",
+    "offsite/v1/+/+/cmd/ack",
 )
 _SESSION_EXPIRY_S = 7 * 24 * 3600
 _MAX_PACKET = 16 * 1024 * 1024

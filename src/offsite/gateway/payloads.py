@@ -44,3 +44,13 @@ class GasReading(Reading):
 
 
 DeviceStatus = Literal["online", "offline"]
+
+
+class CommandAck(BaseModel):
+    """A device's answer to a command on `.../cmd/ack`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    command_id: str = Field(min_length=1, max_length=64)
+    ok: bool = Field(description="the device carried the command out")
+    detail: str | None = Field(None, max_length=500)
