@@ -10,7 +10,6 @@ rate on `offsite/v1/video/{camera_id}/frame` over MQTT 5, with the user properti
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -25,9 +24,10 @@ import cv2
 import numpy as np
 import paho.mqtt.client as paho
 from numpy.typing import NDArray
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from offsite.simulators.device import device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -182,15 +182,8 @@ def run_camera(
     stop = stop or threading.Event()
     clients: list[tuple[str, paho.Client]] = []
     for camera_id in cameras:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"sim-{camera_id}", protocol=paho.MQTTv5
-        )
-        status = f"offsite/v1/video/{camera_id}/status"
-        client.will_set(status, b"offline", qos=1, retain=True)
-        # Said again on every reconnect, after the broker may have published the will.
-        client.on_connect = lambda c, *_, topic=status: c.publish(topic, b"online", 1, True)
-        client.max_queued_messages_set(1000)
-        client.connect_async(host, port, keepalive=30)
+        # MQTT 5: frames carry their time in user properties; few buffered, frames go stale
+        client = device_client("video", camera_id, host, port, protocol="5", buffered=1000)
         client.loop_start()
         clients.append((camera_id, client))
     started = time.monotonic()
@@ -213,10 +206,6 @@ def run_camera(
                 published += 1
     finally:
         for camera_id, client in clients:
-            status = f"offsite/v1/video/{camera_id}/status"
-            with contextlib.suppress(RuntimeError, ValueError):  # the broker may be gone first
-                client.publish(status, b"offline", qos=1, retain=True).wait_for_publish(2)
-            client.disconnect()
-            client.loop_stop()
+            stop_device(client, "video", camera_id)
     _LOG.info("published %d frames from %d cameras", published, len(cameras))
     return published

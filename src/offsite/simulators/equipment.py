@@ -14,7 +14,6 @@ Each device is its own MQTT client with a last will, like the gas simulator.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -25,8 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from offsite.simulators.device import device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -103,19 +101,7 @@ class _Device:
         self.device_id = device_id
         self.seq = 0  # counts from zero again after a restart, as devices do
         self.topic = f"offsite/v1/equipment/{device_id}/telemetry"
-        self._status = f"offsite/v1/equipment/{device_id}/status"
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"sim-{device_id}",
-            protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
-        )
-        self.client.will_set(self._status, b"offline", qos=1, retain=True)
-        self.client.on_connect = lambda client, *_: client.publish(
-            self._status, b"online", qos=1, retain=True
-        )
-        self.client.max_queued_messages_set(100_000)
-        self.client.reconnect_delay_set(1, 10)
-        self.client.connect_async(host, port, keepalive=30)
+        self.client = device_client("equipment", device_id, host, port, protocol=protocol)
         self.client.loop_start()
 
     def send(self, now: datetime, fields: dict[str, Any]) -> None:
@@ -124,11 +110,7 @@ class _Device:
         self.client.publish(self.topic, json.dumps(body).encode(), qos=1)
 
     def close(self) -> None:
-        # The broker may be gone first (Ctrl-C reaches the whole demo): the will covers it.
-        with contextlib.suppress(RuntimeError, ValueError):
-            self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_device(self.client, "equipment", self.device_id)
 
 
 def run_equipment(

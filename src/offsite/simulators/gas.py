@@ -6,7 +6,6 @@ Each device is its own MQTT client with a last will (`offline`, retained) and a 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -17,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from offsite.simulators.device import device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -53,21 +51,8 @@ class SimulatedGasDetector:
         self.seq = 0  # counts from zero again after a restart, as devices do
         self.baseline = random.uniform(0.5, 3.0)  # noqa: S311 - simulation, not security
         self.use_epoch_ms = index % 2 == 0  # both timestamp forms of the contract
-        self._status = f"offsite/v1/gas/{device_id}/status"
         self.topic = f"offsite/v1/gas/{device_id}/telemetry"
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"sim-{device_id}",
-            protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
-        )
-        self.client.will_set(self._status, b"offline", qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-        self.client.max_queued_messages_set(100_000)  # buffer while the broker is away
-        self.client.reconnect_delay_set(1, 10)
-        self.client.connect_async(host, port, keepalive=30)
-
-    def _on_connect(self, client: paho.Client, *_: object) -> None:
-        client.publish(self._status, b"online", qos=1, retain=True)
+        self.client = device_client("gas", device_id, host, port, protocol=protocol)
 
     def reading(self, now: datetime, lel: float) -> bytes:
         self.seq += 1
@@ -86,12 +71,7 @@ class SimulatedGasDetector:
         return json.dumps(body).encode()
 
     def close(self) -> None:
-        # A clean stop says offline itself; the will is for when the device just dies.
-        # The broker may be gone first (Ctrl-C reaches the whole demo): the will covers it.
-        with contextlib.suppress(RuntimeError, ValueError):
-            self.client.publish(self._status, b"offline", qos=1, retain=True).wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_device(self.client, "gas", self.device_id)
 
 
 def run_gas(
