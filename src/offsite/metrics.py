@@ -67,6 +67,16 @@ class Metrics:
             "from a message's first reading (device time) to the commit that stored it",
         )
         self.registry.register(self.commit_latency)
+        self.finding_latency = LatencyHistogram(
+            "offsite_finding_latency_seconds",
+            "from the reading that fired a finding (device time) to the finding being raised",
+        )
+        self.registry.register(self.finding_latency)
+        self.casework_latency = LatencyHistogram(
+            "offsite_casework_latency_seconds",
+            "from a finding being raised to its clue, evidence and alert being committed",
+        )
+        self.registry.register(self.casework_latency)
         self.mqtt_connected = Gauge(
             "offsite_mqtt_connected", "1 while connected to the broker", registry=self.registry
         )

@@ -136,7 +136,8 @@ class Runtime:
         self.ledger_key: SigningKey = load_signing_key(
             secret.get_secret_value() if secret else None, settings.mode, settings.data_dir
         )
-        self._findings: asyncio.Queue[Finding] = asyncio.Queue(maxsize=10_000)
+        # (finding, when it was raised): the casework latency is measured from there
+        self._findings: asyncio.Queue[tuple[Finding, float]] = asyncio.Queue(maxsize=10_000)
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self.video_gateway: MqttGateway | None = None
@@ -387,6 +388,12 @@ class Runtime:
             devices = set(batch.device_ids)
             await self._resume_devices(devices)
             findings.extend(self.engine.feed(batch))
+            if findings:
+                # readings' device time to now: the detection path's share of alert latency
+                now = time.time()
+                self.metrics.finding_latency.observe_many(
+                    [now - f.at.timestamp() for f in findings]
+                )
             self._dirty |= devices
             for device_id in devices:
                 info = self.directory.get(device_id)
@@ -402,9 +409,12 @@ class Runtime:
             await self.command_answered(device_id, ack, d.now)
 
     async def _put_findings(self, findings: list[Finding]) -> None:
+        if not findings:
+            return
+        raised = time.time()
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
-            await self._findings.put(finding)
+            await self._findings.put((finding, raised))
 
     async def _resume_cameras(self) -> None:
         """Cameras resume their episodes and references from the last checkpoint."""
@@ -615,7 +625,7 @@ class Runtime:
 
     async def _casework_loop(self) -> None:
         while True:
-            finding = await self._findings.get()
+            finding, raised = await self._findings.get()
             device = self.directory.get(finding.device_id)
             if device is None:
                 _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
@@ -624,6 +634,7 @@ class Runtime:
             while True:
                 try:
                     await self.casework.handle(finding, device)
+                    self.metrics.casework_latency.observe_many([time.time() - raised])
                     break
                 except (psycopg.OperationalError, TimeoutError) as exc:
                     _LOG.warning("casework waits for the database (%s)", exc)
@@ -643,9 +654,7 @@ class Runtime:
             if self.video_gateway is not None:
                 swept.extend(await self.frames.sweep(now))
             await self.expire_commands(now)
-            for finding in swept:
-                self.metrics.findings.labels(finding.rule, finding.phase).inc()
-                await self._findings.put(finding)
+            await self._put_findings(swept)
 
     async def _registry_listener(self) -> None:
         """Reload the device directory when `offsite registry load` announces a change."""

@@ -441,8 +441,23 @@ def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
                     opts.publishers,
                 )
                 time.sleep(1.0)
-                alert = asyncio.run(_alert_latency(http_port, port, probes))
+                alert: dict[str, Any] = asyncio.run(_alert_latency(http_port, port, probes))
                 alert["background_messages_per_s"] = round(half, 1)
+                # where a probe's time goes: detection (device time to finding) and casework
+                # (finding to committed clue, evidence and alert); the rest is the alert's
+                # way out (NOTIFY, read, WebSocket)
+                metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+                alert["publish_to_finding"] = _latency_from_metrics(
+                    metrics, "offsite_finding_latency_seconds"
+                )
+                alert["casework"] = _latency_from_metrics(
+                    metrics, "offsite_casework_latency_seconds"
+                )
+                alert["findings"] = {
+                    line.split(" ")[0]: float(line.split(" ")[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("offsite_findings_total{")
+                }
                 _collect(procs, results)
                 result["publish_to_alert"] = alert
         finally:
