@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from offsite.casework import ledger
+from offsite.casework.service import clue_id_for
 from offsite.detectors.findings import Finding
 from tests.fixtures.gateway import RunningGateway, start_gateway
 
@@ -267,3 +268,56 @@ async def test_case_steps_need_a_valid_token(database_url: str) -> None:
         assert (await anonymous.get(f"/api/v1/cases/{case_id}")).status_code == 401
         case = (await gw.http.get(f"/api/v1/cases/{case_id}")).json()
         assert (case["status"], [e["action"] for e in case["events"]]) == ("filed", ["filed"])
+
+
+async def test_a_red_clue_announced_before_a_crash_is_completed_at_restart(
+    database_url: str,
+) -> None:
+    """The alert goes out in the clue's first transaction; evidence, case and ledger follow
+    in a second. A gateway that dies in between finishes the clue when it starts again."""
+    now = datetime.now(UTC)
+    finding = Finding(
+        rule="gas.lel_level2",
+        device_id="gas-0001",
+        severity="red",
+        phase="opened",
+        episode_start=now - timedelta(seconds=20),
+        at=now,
+        title="Combustible gas above level 2",
+        value=55.0,
+        peak=56.0,
+        threshold=50.0,
+        details={"confirm_s": 15.0},
+    )
+    clue_id = clue_id_for(finding.key)
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        device = gw.runtime.directory["gas-0001"]
+        async with gw.runtime.pool.connection() as conn, conn.transaction():
+            # only the first transaction: the process "dies" before the second
+            assert await gw.runtime.casework._announce(conn, clue_id, finding, device)
+        announced = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
+        assert (announced["status"], announced["evidence_id"], announced["case_id"]) == (
+            "new",
+            None,
+            None,
+        )
+    assert [e.action for e in await _entries(database_url) if e.object_id == clue_id] == []
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        clue = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
+        assert clue["status"] == "escalated"
+        assert clue["evidence_id"] is not None
+        assert clue["case_id"] is not None
+        verify = (await gw.http.get(f"/api/v1/evidence/{clue['evidence_id']}/verify")).json()
+        assert (verify["valid"], verify["problems"]) == (True, [])
+        alerts = (await gw.http.get("/api/v1/alerts")).json()
+        assert [a["type"] for a in alerts if a["clue"]["id"] == clue_id] == [
+            "clue.opened",
+            "clue.escalated",
+        ]
+        # a second start finds nothing left to complete
+        assert await gw.runtime.casework.complete_pending(gw.runtime.directory) == 0
+    entries = await _entries(database_url)
+    assert [e.action for e in entries if e.object_id == clue_id] == ["clue.opened"]
+    assert ledger.chain_problems(entries) == []
+    case_actions = [e.action for e in entries if e.object_id == clue["case_id"]]
+    assert case_actions == ["case.filed", "case.clue_joined"]

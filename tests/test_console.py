@@ -52,7 +52,7 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
             found: list[dict[str, Any]] = (
                 await gw.http.get("/api/v1/clues", params={"severity": "red"})
             ).json()
-            return found or None
+            return found if found and found[0]["case_id"] else None
 
         [clue] = await eventually(red)
         await asyncio.sleep(1.0)  # the rest of the episode's alerts

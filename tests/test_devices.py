@@ -115,7 +115,7 @@ async def test_simulated_leak_becomes_a_red_clue_with_a_case(
                 clues: list[dict[str, Any]] = (
                     await gw.http.get("/api/v1/clues", params={"severity": "red"})
                 ).json()
-                return clues[0] if clues else None
+                return clues[0] if clues and clues[0]["case_id"] else None
 
             clue = await eventually(red, timeout=45)
             assert clue["device_id"] == "gas-0001"

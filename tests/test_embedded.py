@@ -48,6 +48,7 @@ def test_demo_runs_on_embedded_services_and_the_leak_becomes_a_case(tmp_path: Pa
                 params={"severity": "red", "device_id": "gas-0001"},
                 headers=headers,
             ).json()
+            red = [c for c in red if c["case_id"]]  # announced, then cased
             time.sleep(1)
         assert red, "no red clue within 90 s of start"
         clue = red[0]

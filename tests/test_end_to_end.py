@@ -76,7 +76,11 @@ async def test_mosquitto_pub_readings_are_stored_and_one_clue_is_pushed_live(
             assert [p["seq"] for p in points] == list(range(40))
             assert all(p["lel_pct"] == 30.0 for p in points)
 
-            [listed] = await clues_of(gw, device_id="gas-0003")
+            async def complete() -> list[dict[str, Any]] | None:
+                found = await clues_of(gw, device_id="gas-0003")
+                return found if found and found[0]["evidence_id"] else None
+
+            [listed] = await eventually(complete)
             assert listed["id"] == clue["id"]
             assert listed["opened_at"] == clue["opened_at"]
             opened_at = datetime.fromisoformat(listed["opened_at"])
@@ -105,7 +109,7 @@ async def test_sustained_leak_gives_one_clue_per_level_and_red_opens_one_case(
 
         async def two_clues() -> list[dict[str, Any]] | None:
             found = await clues_of(gw, device_id="gas-0002")
-            return found if len(found) == 2 else None
+            return found if len(found) == 2 and all(c["evidence_id"] for c in found) else None
 
         found = await eventually(two_clues)
         await asyncio.sleep(0.5)  # anything still in flight would show up now
@@ -159,15 +163,24 @@ async def test_live_stream_resumes_after_a_reconnect_losing_nothing(
         await eventually(lambda: _count_clues(gw, 3))
         async with websockets.connect(gw.ws_url(after=last_seq)) as ws:
             assert (await next_alert(ws))["type"] == "hello"
-            missed = [await next_alert(ws) for _ in range(3)]
-            assert sorted(a["clue"]["device_id"] for a in missed) == [
+            # each clue: announced first, then again once its evidence is fixed
+            missed = [await next_alert(ws) for _ in range(6)]
+            opened = [a for a in missed if a["type"] == "clue.opened"]
+            assert sorted(a["clue"]["device_id"] for a in opened) == [
                 "gas-0004",
                 "gas-0005",
                 "gas-0006",
             ]
+            assert all(a["clue"]["evidence_id"] is None for a in opened)
+            completed = [a for a in missed if a["type"] == "clue.updated"]
+            assert sorted(a["clue"]["device_id"] for a in completed) == [
+                "gas-0004",
+                "gas-0005",
+                "gas-0006",
+            ]
+            assert all(a["clue"]["evidence_id"] == a["evidence_id"] for a in completed)
             seqs = [a["seq"] for a in missed]
-            assert seqs == sorted(seqs)
-            assert seqs[0] == last_seq + 1
+            assert seqs == list(range(last_seq + 1, last_seq + 7))
             # ...and the stream goes on live after the replay
             publish(
                 broker.port,

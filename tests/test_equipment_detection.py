@@ -42,7 +42,8 @@ async def test_trapped_passengers_and_over_pressure_open_routed_clues_with_evide
         publish(broker.port, "offsite/v1/equipment/boiler-0001/telemetry", [json.dumps(boiler)])
 
         async def clues() -> dict[str, dict[str, Any]] | None:
-            found = {c["rule"]: c for c in (await gw.http.get("/api/v1/clues")).json()}
+            listed = (await gw.http.get("/api/v1/clues")).json()
+            found = {c["rule"]: c for c in listed if c["evidence_id"]}
             wanted = {"elevator.trapped", "boiler.overpressure"}
             return found if wanted <= found.keys() else None
 

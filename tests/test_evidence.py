@@ -22,7 +22,7 @@ async def _one_clue(gw: RunningGateway, broker: BrokerProcess) -> dict[str, Any]
         clues: list[dict[str, Any]] = (
             await gw.http.get("/api/v1/clues", params={"severity": "red"})
         ).json()
-        return clues[0] if clues else None
+        return clues[0] if clues and clues[0]["evidence_id"] else None
 
     return await eventually(red)
 

@@ -46,7 +46,7 @@ async def _red_clue(gw: RunningGateway, broker: BrokerProcess, device: str) -> d
         clues: list[dict[str, Any]] = (
             await gw.http.get("/api/v1/clues", params={"severity": "red", "device_id": device})
         ).json()
-        return clues[0] if clues else None
+        return clues[0] if clues and clues[0]["evidence_id"] else None
 
     return await eventually(red)
 

@@ -66,7 +66,7 @@ async def test_a_covered_camera_opens_a_clue_with_frames_from_before_the_trigger
 
         async def covered() -> dict[str, Any] | None:
             clues = (await gw.http.get("/api/v1/clues", params={"device_id": "cam-0001"})).json()
-            found = [c for c in clues if c["rule"] == "video.tamper.covered"]
+            found = [c for c in clues if c["rule"] == "video.tamper.covered" and c["evidence_id"]]
             return found[0] if found else None
 
         clue = await eventually(covered, timeout=20)

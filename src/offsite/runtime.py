@@ -150,6 +150,7 @@ class Runtime:
         try:
             await self.refresh_directory()
             await self._seed_silence()
+            await self.casework.complete_pending(self.directory)
             self._spawn(self.hub.run(), "alert-hub")
             await asyncio.wait_for(self.hub.ready.wait(), 30)
             if self.mqtt_url is not None:

@@ -1,4 +1,11 @@
-"""From finding to clue, evidence, case and alert: one transaction per finding."""
+"""From finding to clue, evidence, case and alert.
+
+A new clue is announced first, in a short transaction of its own (the clue row, its source,
+its first step and the alert), so a duty officer sees it without waiting for the evidence.
+The evidence, the case of a red clue, the merge with a reported clue and the ledger entries
+follow in a second transaction. A clue whose second transaction never ran (a crash in
+between) has no evidence yet; `Casework.complete_pending` finishes it at start-up.
+"""
 
 from __future__ import annotations
 
@@ -114,23 +121,66 @@ class Casework:
     async def handle(self, finding: Finding, device: DeviceInfo) -> str:
         """Record one finding; returns the clue id."""
         clue_id = clue_id_for(finding.key)
-        async with self._pool.connection() as conn, conn.transaction():
-            if finding.phase == "opened":
-                await self._open(conn, clue_id, finding, device)
-            else:
-                await self._progress(conn, clue_id, finding)
+        async with self._pool.connection() as conn:
+            if finding.phase != "opened":
+                async with conn.transaction():
+                    await self._progress(conn, clue_id, finding)
+                return clue_id
+            async with conn.transaction():
+                announced = await self._announce(conn, clue_id, finding, device)
+            if announced:
+                async with conn.transaction():
+                    await self._complete(conn, clue_id, finding, device)
         return clue_id
 
-    async def _open(
+    async def complete_pending(self, directory: Mapping[str, DeviceInfo]) -> int:
+        """Fix the evidence of detector clues announced before a crash and never completed.
+        Returns how many were completed."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, rule, device_id, severity, triggered_at, opened_at, title, value,"
+                " peak, threshold, details FROM clues"
+                " WHERE source = 'detector' AND evidence_id IS NULL ORDER BY opened_at"
+            )
+            rows = await cur.fetchall()
+        done = 0
+        for row in rows:
+            device = directory.get(str(row[2]))
+            if device is None:
+                _LOG.warning("clue %s: device %s no longer registered", row[0], row[2])
+                continue
+            finding = Finding(
+                rule=row[1],
+                device_id=row[2],
+                severity=row[3],
+                phase="opened",
+                episode_start=row[4],
+                at=row[5],
+                title=row[6],
+                value=row[7],
+                peak=row[8],
+                threshold=row[9],
+                details=dict(row[10] or {}),
+            )
+            async with self._pool.connection() as conn, conn.transaction():
+                await self._complete(conn, str(row[0]), finding, device)
+            done += 1
+        if done:
+            _LOG.info("completed the evidence of %d clue(s) announced before a restart", done)
+        return done
+
+    async def _announce(
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
-    ) -> None:
+    ) -> bool:
+        """Open the clue and push its alert; False when it was open already (a replay after
+        restart), in which case the episode goes on."""
         cur = await conn.execute(
             sql.SQL(
                 "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
                 " matter_id, department, cooperating_departments, title, triggered_at,"
                 " opened_at, last_at, value, peak, threshold, details, deadline_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING id, deadline_at"
+                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING id"
             ).format(DEADLINE_SQL),
             (
                 clue_id,
@@ -157,15 +207,29 @@ class Casework:
                 self._deadlines[f.severity],
             ),
         )
-        inserted = await cur.fetchone()
-        if inserted is None:
-            # Already opened (a replay after restart): the episode goes on.
+        if await cur.fetchone() is None:
             await self._progress(conn, clue_id, f)
-            return
+            return False
         await add_source(conn, clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
         await record_event(
             conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
         )
+        await append_alert(conn, "clue.opened", await read_clue(conn, clue_id), {})
+        _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
+        return True
+
+    async def _complete(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
+    ) -> None:
+        """Evidence, case, merge and ledger of an announced clue, then an alert with the
+        clue as it now stands."""
+        cur = await conn.execute(
+            "SELECT deadline_at FROM clues WHERE id = %s AND evidence_id IS NULL FOR UPDATE",
+            (clue_id,),
+        )
+        pending = await cur.fetchone()
+        if pending is None:
+            return  # completed already
         drafts = [
             ledger.Draft(
                 SYSTEM_ACTOR,
@@ -183,7 +247,7 @@ class Casework:
                     "department": device.department,
                     "triggered_at": f.episode_start,
                     "opened_at": f.at,
-                    "deadline_at": inserted[1],
+                    "deadline_at": pending[0],
                 },
             )
         ]
@@ -254,8 +318,8 @@ class Casework:
                 {"case_id": case_id},
             )
         clue = await read_clue(conn, clue_id)
-        await append_alert(conn, "clue.opened", clue, {})
-        _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
+        kind = {"escalated": "clue.escalated", "closed": "clue.closed"}.get(clue.status)
+        await append_alert(conn, kind or "clue.updated", clue, {"evidence_id": evidence_id})
 
     async def _join_reported(
         self,
