@@ -77,6 +77,11 @@ class Metrics:
             "from a finding being raised to its clue, evidence and alert being committed",
         )
         self.registry.register(self.casework_latency)
+        self.announce_latency = LatencyHistogram(
+            "offsite_announce_latency_seconds",
+            "from a finding being raised to its new clue's alert being committed",
+        )
+        self.registry.register(self.announce_latency)
         self.mqtt_connected = Gauge(
             "offsite_mqtt_connected", "1 while connected to the broker", registry=self.registry
         )

@@ -13,9 +13,10 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Self
 
 import psycopg
@@ -76,6 +77,8 @@ def rule_packs(settings: Settings) -> list[RulePack]:
 _REGISTRY_CHANNEL = "offsite_registry"
 
 
+_CASEWORK_GROUP = 64
+"""Findings announced together before their evidence is fixed."""
 _DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
 
@@ -625,25 +628,42 @@ class Runtime:
     # casework
 
     async def _casework_loop(self) -> None:
+        """Findings waiting together are announced together first, then completed: one
+        clue's evidence never holds back another clue's alert."""
         while True:
-            finding, raised = await self._findings.get()
-            device = self.directory.get(finding.device_id)
-            if device is None:
-                _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
-                continue
-            delay = 0.2
-            while True:
-                try:
-                    await self.casework.handle(finding, device)
-                    self.metrics.casework_latency.observe_many([time.time() - raised])
-                    break
-                except (psycopg.OperationalError, TimeoutError) as exc:
-                    _LOG.warning("casework waits for the database (%s)", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                except psycopg.Error:
-                    _LOG.exception("finding %s could not be recorded", finding.key)
-                    break
+            taken = [await self._findings.get()]
+            while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
+                taken.append(self._findings.get_nowait())
+            pending: list[tuple[Finding, DeviceInfo, float]] = []
+            for finding, raised in taken:
+                device = self.directory.get(finding.device_id)
+                if device is None:
+                    _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
+                    continue
+                if await self._recorded(finding, partial(self.casework.announce, finding, device)):
+                    self.metrics.announce_latency.observe_many([time.time() - raised])
+                    pending.append((finding, device, raised))
+            for finding, device, raised in pending:
+                await self._recorded(finding, partial(self.casework.complete, finding, device))
+                self.metrics.casework_latency.observe_many([time.time() - raised])
+
+    async def _recorded(
+        self, finding: Finding, step: Callable[[], Awaitable[bool | None]]
+    ) -> bool | None:
+        """Run one casework step, waiting for the database while it is away; a step the
+        database refuses is logged and skipped (a clue left uncompleted is completed at the
+        next start)."""
+        delay = 0.2
+        while True:
+            try:
+                return await step()
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                _LOG.warning("casework waits for the database (%s)", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except psycopg.Error:
+                _LOG.exception("finding %s could not be recorded", finding.key)
+                return None
 
     async def _silence_loop(self) -> None:
         while True:

@@ -452,7 +452,10 @@ def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
                 alert["publish_to_finding"] = _latency_from_metrics(
                     metrics, "offsite_finding_latency_seconds"
                 )
-                alert["casework"] = _latency_from_metrics(
+                alert["finding_to_announced"] = _latency_from_metrics(
+                    metrics, "offsite_announce_latency_seconds"
+                )
+                alert["finding_to_evidence_fixed"] = _latency_from_metrics(
                     metrics, "offsite_casework_latency_seconds"
                 )
                 alert["findings"] = {

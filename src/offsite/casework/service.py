@@ -119,19 +119,25 @@ class Casework:
         self._max_frames = max_frames
 
     async def handle(self, finding: Finding, device: DeviceInfo) -> str:
-        """Record one finding; returns the clue id."""
+        """Record one finding, completely; returns the clue id."""
+        if await self.announce(finding, device):
+            await self.complete(finding, device)
+        return clue_id_for(finding.key)
+
+    async def announce(self, finding: Finding, device: DeviceInfo) -> bool:
+        """First step: a new clue is recorded and its alert pushed; an episode's later
+        findings update their clue. True when the clue is new and waits for `complete`."""
         clue_id = clue_id_for(finding.key)
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if finding.phase != "opened":
-                async with conn.transaction():
-                    await self._progress(conn, clue_id, finding)
-                return clue_id
-            async with conn.transaction():
-                announced = await self._announce(conn, clue_id, finding, device)
-            if announced:
-                async with conn.transaction():
-                    await self._complete(conn, clue_id, finding, device)
-        return clue_id
+                await self._progress(conn, clue_id, finding)
+                return False
+            return await self._announce(conn, clue_id, finding, device)
+
+    async def complete(self, finding: Finding, device: DeviceInfo) -> None:
+        """Second step of a new clue: evidence, case, merge and ledger entries."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._complete(conn, clue_id_for(finding.key), finding, device)
 
     async def complete_pending(self, directory: Mapping[str, DeviceInfo]) -> int:
         """Fix the evidence of detector clues announced before a crash and never completed.
