@@ -8,6 +8,8 @@ import psycopg
 import pytest
 
 from offsite.cli import main
+from offsite.detectors.video.config import CameraVideoConfig
+from offsite.frames import camera_configs
 from offsite.registry.store import RegistryError, demo_registry_path, load_registry, parse_registry
 
 SMALL = """
@@ -120,3 +122,61 @@ def test_a_camera_video_config_with_a_typo_is_refused_at_load() -> None:
     typo = SMALL + camera + "attributes = { video = '{\"zonez\": []}' }\n"
     with pytest.raises(RegistryError, match=r"cam-1.*video"):
         parse_registry(typo.encode(), "typo.toml")
+
+
+CAMERA = (
+    '[[matters]]\nid = "kitchen"\nname = "Kitchen video"\ndomain = "video"\n'
+    'lead_department = "market"\nlegal_basis = ["x"]\nobject_type = "kitchens"\n'
+    'inspection_method = "remote"\n'
+    '[[devices]]\nid = "cam-1"\ndomain = "video"\nkind = "camera"\nsubject_id = "r1"\n'
+    "[devices.video]\noffline_s = 20\n"
+    '[[devices.video.zones]]\nname = "door"\npolygon = [[0.1, 0.2], [0.5, 0.2], [0.5, 1.0]]\n'
+    "motion = true\n"
+)
+
+
+def test_a_camera_video_table_reaches_the_video_detectors(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "camera.toml"
+    path.write_text(SMALL + CAMERA)
+    with psycopg.connect(database_url) as conn:
+        load_registry(conn, path)
+        row = conn.execute("SELECT id, kind, attributes FROM devices WHERE id = 'cam-1'").fetchone()
+    assert row is not None
+    # what the operator wrote is kept, defaults are not frozen into the database
+    assert row[2] == {
+        "video": {
+            "offline_s": 20.0,
+            "zones": [
+                {"name": "door", "polygon": [[0.1, 0.2], [0.5, 0.2], [0.5, 1.0]], "motion": True}
+            ],
+        }
+    }
+    config = CameraVideoConfig.model_validate_json(camera_configs([row])["cam-1"])
+    assert [(z.name, z.motion, len(z.polygon)) for z in config.zones] == [("door", True, 3)]
+    assert config.offline_s == 20.0
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("motion = true", "motoin = true"), r"devices\.1\.video\.zones\.0\.motoin"),
+        (("[0.5, 1.0]]", "[0.5, 1.5]]"), r"outside 0..1"),
+        (('kind = "camera"', 'kind = "camera"\nattributes = { video = "{}" }'), "given twice"),
+    ],
+)
+def test_a_camera_video_table_with_a_mistake_is_refused_at_load(
+    change: tuple[str, str], problem: str
+) -> None:
+    broken = SMALL + CAMERA.replace(*change)
+    with pytest.raises(RegistryError, match=problem):
+        parse_registry(broken.encode(), "broken.toml")
+
+
+def test_only_a_camera_has_a_video_table() -> None:
+    broken = SMALL.replace(
+        "expected_interval_s = 0.5", "expected_interval_s = 0.5\n[devices.video]\noffline_s = 5"
+    )
+    with pytest.raises(RegistryError, match="only a camera"):
+        parse_registry(broken.encode(), "broken.toml")

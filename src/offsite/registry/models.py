@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,11 +75,25 @@ class Device(_Strict):
     attributes: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="rated speed, rated pressure, ... by kind"
     )
+    video: CameraVideoConfig | None = Field(
+        None, description="cameras: zones and detection settings (`[devices.video]`)"
+    )
+
+    def stored_attributes(self) -> dict[str, Any]:
+        """The attributes as the database keeps them, a camera's `video` table included."""
+        if self.video is None:
+            return dict(self.attributes)
+        return {**self.attributes, "video": self.video.model_dump(mode="json", exclude_unset=True)}
 
     @model_validator(mode="after")
     def _kind_fits_domain(self) -> Self:
         if self.kind not in _KINDS_BY_DOMAIN[self.domain]:
             raise ValueError(f"kind {self.kind!r} does not belong to domain {self.domain!r}")
+        if self.video is not None:
+            if self.kind != "camera":
+                raise ValueError(f"device {self.id!r}: only a camera has a 'video' table")
+            if "video" in self.attributes:
+                raise ValueError(f"camera {self.id!r}: 'video' given twice (table and attribute)")
         if self.kind == "camera" and "video" in self.attributes:
             # A typo in a zone or a threshold is refused at load, not found at run time.
             try:

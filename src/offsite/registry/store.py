@@ -110,7 +110,7 @@ def load_registry(conn: psycopg.Connection[Any], path: Path) -> LoadReport:
                     registry.matter_for(d).id,
                     d.model,
                     d.expected_interval_s,
-                    Jsonb(d.attributes),
+                    Jsonb(d.stored_attributes()),
                 )
                 for d in registry.devices
             ],

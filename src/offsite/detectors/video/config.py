@@ -1,14 +1,16 @@
-"""A camera's video-detection settings, as they will sit in the registry next to the device.
+"""A camera's video-detection settings, from the registry.
 
-The registry's `Device.attributes` only holds scalars, so a camera carries this model either
-as a `video` field of its own (the proposed registry change) or, until then, as a JSON string
-under the attribute `video` (`CameraVideoConfig.from_attributes`).
+In the registry file a camera carries them as its `video` table (`[devices.video]`, zones as
+`[[devices.video.zones]]`); in the database they sit in the device's attributes under `video`,
+as a JSON object (`CameraVideoConfig.from_attributes`). A JSON string under the attribute
+`video`, the older spelling, is still read.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal, Self
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -118,11 +120,14 @@ class CameraVideoConfig(_Strict):
         return self
 
     @classmethod
-    def from_attributes(cls, attributes: dict[str, float | int | str | bool]) -> Self:
-        """From a registry device's attributes: JSON under `video`, defaults without it."""
+    def from_attributes(cls, attributes: Mapping[str, Any]) -> Self:
+        """From a stored device's attributes: the object under `video` (or the same as a
+        JSON string), defaults without it."""
         raw = attributes.get("video")
         if raw is None:
             return cls()
-        if not isinstance(raw, str):
-            raise ValueError("attribute 'video' must be a JSON object in a string")
-        return cls.model_validate(json.loads(raw))
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        if not isinstance(raw, dict):
+            raise ValueError("attribute 'video' must be an object")
+        return cls.model_validate(raw)
