@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -57,10 +58,24 @@ def test_production_mode_refuses_the_default_token() -> None:
     with pytest.raises(pydantic.ValidationError, match="OFFSITE_LEDGER_SIGNING_KEY must be set"):
         Settings(mode="production", bootstrap_token="x" * 32)
     key = base64.b64encode(bytes(range(32))).decode()
-    assert (
-        Settings(mode="production", bootstrap_token="x" * 32, ledger_signing_key=key).mode
-        == "production"
-    )
+    secrets: dict[str, Any] = {"bootstrap_token": "x" * 32, "ledger_signing_key": key}
+    with pytest.raises(pydantic.ValidationError, match="embedded services are for development"):
+        Settings(mode="production", **secrets)
+    services: dict[str, Any] = {
+        "database_url": "postgresql://offsite:s3cret-Lh2@db/offsite",
+        "mqtt_url": "mqtt://broker:1883",
+    }
+    assert Settings(mode="production", **secrets, **services).mode == "production"
+    # development mode keeps accepting the defaults a laptop demo uses
+    assert Settings(database_url="postgresql://offsite:offsite@db/x").mode == "development"
+    for field, value, message in [
+        ("database_url", "postgresql://offsite:offsite@db/offsite", "OFFSITE_DATABASE_URL"),
+        ("database_url", "postgresql://postgres:postgres@db/offsite", "OFFSITE_DATABASE_URL"),
+        ("mqtt_url", "mqtt://gw:public@broker:1883", "OFFSITE_MQTT_URL"),
+        ("mqtt_password", "password", "OFFSITE_MQTT_PASSWORD"),
+    ]:
+        with pytest.raises(pydantic.ValidationError, match=f"{message} .*default password"):
+            Settings(mode="production", **secrets, **{**services, field: value})
     with pytest.raises(pydantic.ValidationError, match="32-byte Ed25519 seed"):
         Settings(ledger_signing_key=base64.b64encode(b"short").decode())
     with pytest.raises(pydantic.ValidationError, match="must be base64"):

@@ -13,6 +13,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_TOKEN = "offsite-dev-token"  # noqa: S105 - refused outside development mode
+DEFAULT_PASSWORDS = frozenset(
+    {"", "offsite", "postgres", "password", "public", "admin", "changeme", "secret", "mosquitto"}
+)
+"""Passwords that ship as defaults somewhere (ours in docker-compose, the images', EMQX's
+`public`); refused in production in the database and broker URLs and the MQTT password."""
 
 
 class Settings(BaseSettings):
@@ -160,7 +165,26 @@ class Settings(BaseSettings):
             if self.ledger_signing_key is None:
                 # A key made on the fly would sign checkpoints nobody can check it against.
                 raise ValueError("OFFSITE_LEDGER_SIGNING_KEY must be set in production mode")
+            self._no_default_service_secret()
         return self
+
+    def _no_default_service_secret(self) -> None:
+        # The embedded PostgreSQL and broker run without passwords: a laptop's, not a network's.
+        if self.database_url is None or self.mqtt_url is None:
+            raise ValueError(
+                "OFFSITE_DATABASE_URL and OFFSITE_MQTT_URL must be set in production mode"
+                " (the embedded services are for development)"
+            )
+        if urlsplit(self.database_url).password in DEFAULT_PASSWORDS:
+            raise ValueError("OFFSITE_DATABASE_URL carries a default password in production mode")
+        mqtt_url_password = urlsplit(self.mqtt_url).password
+        if mqtt_url_password is not None and mqtt_url_password in DEFAULT_PASSWORDS:
+            raise ValueError("OFFSITE_MQTT_URL carries a default password in production mode")
+        if (
+            self.mqtt_password is not None
+            and self.mqtt_password.get_secret_value() in DEFAULT_PASSWORDS
+        ):
+            raise ValueError("OFFSITE_MQTT_PASSWORD is a default password in production mode")
 
     @staticmethod
     def mqtt_host_port_of(url: str) -> tuple[str, int]:

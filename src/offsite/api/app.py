@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offsite import __version__
-from offsite.api import live, routes
+from offsite.api import live, people, routes
 from offsite.api.models import Health
 from offsite.runtime import Runtime
 
@@ -24,6 +24,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.include_router(routes.router)
+    app.include_router(people.router)
     app.include_router(live.router)
     console = resources.files("offsite.api").joinpath("static/console.html").read_text("utf-8")
 

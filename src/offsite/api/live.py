@@ -2,7 +2,8 @@
 
 Browsers cannot set headers on a WebSocket, so the token may also come as `?token=`.
 A client that passes `?after=N` first receives every alert after N, then the live ones,
-with no gap and no repeat between the two.
+with no gap and no repeat between the two. A department officer receives only the alerts
+whose clue or case was routed to their department (`offsite.access.scope.alert_visible`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 
-from offsite.api.auth import token_is_valid
+from offsite.access.people import Principal, Refused
+from offsite.access.scope import alert_visible
+from offsite.api.auth import principal_for
 from offsite.casework.alerts import AlertHub, SubscriberLaggingError, Subscription, read_alerts
 from offsite.runtime import Runtime
 
@@ -28,7 +31,8 @@ async def alerts_live(
 ) -> None:
     header = websocket.headers.get("authorization", "")
     bearer = header[7:] if header.lower().startswith("bearer ") else None
-    if not token_is_valid(websocket, bearer or token):  # type: ignore[arg-type]
+    principal = await principal_for(websocket, bearer or token)
+    if isinstance(principal, Refused):
         # Accept, then close with a reason: a browser sees a close code, not an HTTP 403.
         await websocket.accept()
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
@@ -37,7 +41,7 @@ async def alerts_live(
     hub: AlertHub = runtime.hub
     await websocket.accept()
     sub = hub.subscribe()  # before the replay, so nothing falls between the two
-    sender = asyncio.create_task(_send(websocket, runtime, sub, after))
+    sender = asyncio.create_task(_send(websocket, runtime, principal, sub, after))
     receiver = asyncio.create_task(_until_disconnect(websocket))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -60,7 +64,11 @@ async def _until_disconnect(websocket: WebSocket) -> None:
 
 
 async def _send(
-    websocket: WebSocket, runtime: Runtime, sub: Subscription, after: int | None
+    websocket: WebSocket,
+    runtime: Runtime,
+    principal: Principal,
+    sub: Subscription,
+    after: int | None,
 ) -> None:
     hub = runtime.hub
     try:
@@ -69,7 +77,7 @@ async def _send(
         if after is not None:
             while True:
                 async with runtime.pool.connection() as conn:
-                    missed = await read_alerts(conn, last)
+                    missed = await read_alerts(conn, last, department=principal.scope)
                 for alert in missed:
                     await websocket.send_json(alert.to_json())
                     last = alert.seq
@@ -77,7 +85,7 @@ async def _send(
                     break
         while True:
             alert = await sub.get()
-            if alert.seq <= last:
+            if alert.seq <= last or not alert_visible(principal.scope, alert.body):
                 continue
             await websocket.send_json(alert.to_json())
             last = alert.seq

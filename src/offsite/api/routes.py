@@ -12,7 +12,8 @@ import psycopg.rows
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from psycopg import sql
 
-from offsite.api.auth import Caller
+from offsite.access import scope
+from offsite.api.auth import Actor, Principal, Reader, require_visible
 from offsite.api.models import (
     CaseHandOver,
     CaseStep,
@@ -78,12 +79,12 @@ async def _rows(
 
 
 @router.get("/departments", response_model=list[DepartmentPublic], tags=["registry"])
-async def departments(db: Db, _: Caller) -> list[dict[str, Any]]:
+async def departments(db: Db, _: Reader) -> list[dict[str, Any]]:
     return await _rows(db, "SELECT id, name, name_zh, active FROM departments ORDER BY id")
 
 
 @router.get("/matters", response_model=list[MatterPublic], tags=["registry"])
-async def matters(db: Db, _: Caller) -> list[dict[str, Any]]:
+async def matters(db: Db, _: Reader) -> list[dict[str, Any]]:
     return await _rows(
         db,
         "SELECT id, name, domain, lead_department, cooperating_departments, legal_basis,"
@@ -92,7 +93,7 @@ async def matters(db: Db, _: Caller) -> list[dict[str, Any]]:
 
 
 @router.get("/subjects", response_model=list[SubjectPublic], tags=["registry"])
-async def subjects(db: Db, _: Caller) -> list[dict[str, Any]]:
+async def subjects(db: Db, _: Reader) -> list[dict[str, Any]]:
     return await _rows(
         db,
         "SELECT id, name, kind, address, tags, risk_tier, assessed_tier,"
@@ -111,12 +112,13 @@ _DEVICE_QUERY = (
 
 @router.get("/devices", response_model=list[DevicePublic], tags=["registry"])
 async def devices(
-    db: Db, _: Caller, domain: str | None = None, subject_id: str | None = None
+    db: Db, principal: Reader, domain: str | None = None, subject_id: str | None = None
 ) -> list[dict[str, Any]]:
+    supervised = scope.device_supervised(principal.scope, sql.SQL("d.id")).as_string(db)
     return await _rows(
         db,
         _DEVICE_QUERY + " WHERE (%s::text IS NULL OR d.domain = %s)"
-        " AND (%s::text IS NULL OR d.subject_id = %s) ORDER BY d.id",
+        f" AND (%s::text IS NULL OR d.subject_id = %s) AND {supervised} ORDER BY d.id",
         domain,
         domain,
         subject_id,
@@ -125,7 +127,8 @@ async def devices(
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic, tags=["registry"])
-async def device(db: Db, _: Caller, device_id: str) -> dict[str, Any]:
+async def device(db: Db, principal: Reader, device_id: str) -> dict[str, Any]:
+    await require_visible(db, principal, "device", device_id)
     rows = await _rows(db, _DEVICE_QUERY + " WHERE d.id = %s", device_id)
     if not rows:
         raise HTTPException(404, f"no device {device_id!r}")
@@ -145,7 +148,7 @@ _AUTO_1M = timedelta(hours=16)
 )
 async def telemetry(
     db: Db,
-    _: Caller,
+    principal: Reader,
     device_id: str,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
@@ -154,6 +157,7 @@ async def telemetry(
 ) -> TelemetryPage:
     """Readings of one device, oldest first; default: the last hour. Long ranges read the
     1-minute or 1-hour rollups (`bucket=auto` picks by the length of the range)."""
+    await require_visible(db, principal, "device", device_id)
     rows = await _rows(db, "SELECT domain FROM devices WHERE id = %s", device_id)
     if not rows:
         raise HTTPException(404, f"no device {device_id!r}")
@@ -224,7 +228,7 @@ async def telemetry(
 @router.get("/clues", response_model=list[CluePublic], tags=["clues"])
 async def clues(
     db: Db,
-    _: Caller,
+    principal: Reader,
     device_id: str | None = None,
     status: str | None = None,
     severity: str | None = None,
@@ -235,9 +239,9 @@ async def clues(
         sql.SQL(
             "SELECT {} FROM clues WHERE (%s::text IS NULL OR device_id = %s)"
             " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR severity = %s)"
-            " AND (%s::timestamptz IS NULL OR opened_at >= %s)"
+            " AND (%s::timestamptz IS NULL OR opened_at >= %s) AND {}"
             " ORDER BY opened_at DESC, id LIMIT %s"
-        ).format(CLUE_COLUMNS),
+        ).format(CLUE_COLUMNS, scope.routed_to(principal.scope)),
         (device_id, device_id, status, status, severity, severity, since, since, limit),
     )
     return [CluePublic.from_row(r) for r in await cur.fetchall()]
@@ -270,8 +274,9 @@ async def _detail(db: psycopg.AsyncConnection[Any], clue_id: str) -> ClueDetail:
 
 
 @router.get("/clues/{clue_id}", response_model=ClueDetail, tags=["clues"])
-async def clue(db: Db, _: Caller, clue_id: str) -> ClueDetail:
+async def clue(db: Db, principal: Reader, clue_id: str) -> ClueDetail:
     """The clue with its sources and its history (every step: who, when, why)."""
+    await require_visible(db, principal, "clue", clue_id)
     return await _detail(db, clue_id)
 
 
@@ -285,15 +290,30 @@ async def _step(
     db: psycopg.AsyncConnection[Any],
     clue_id: str,
     action: lifecycle.Action,
-    actor: str,
+    principal: Principal,
     **fields: Any,
 ) -> ClueDetail:
     try:
         async with db.transaction():
-            await lifecycle.step(db, clue_id, action, actor, _deadlines(request), **fields)
+            await require_visible(db, principal, "clue", clue_id)
+            await lifecycle.step(
+                db, clue_id, action, principal.actor, _deadlines(request), **fields
+            )
     except lifecycle.ClueError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return await _detail(db, clue_id)
+
+
+async def _matter_names(db: psycopg.AsyncConnection[Any], matter_id: str, department: str) -> None:
+    """A department officer reports only on matters their department leads or cooperates
+    on (the matters list is public, so saying no here leaks nothing)."""
+    cur = await db.execute(
+        "SELECT lead_department, cooperating_departments FROM matters WHERE id = %s",
+        (matter_id,),
+    )
+    row = await cur.fetchone()
+    if row is not None and department != row[0] and department not in row[1]:
+        raise HTTPException(403, f"matter {matter_id!r} does not name department {department!r}")
 
 
 @router.post(
@@ -304,7 +324,7 @@ async def _step(
     responses={200: {"model": ClueReportPublic, "description": "joined an open clue"}},
 )
 async def report_clue(
-    request: Request, response: Response, db: Db, caller: Caller, body: ClueReportCreate
+    request: Request, response: Response, db: Db, principal: Actor, body: ClueReportCreate
 ) -> ClueReportPublic:
     """A clue from an outside channel, routed by the matters list (lead department; the
     cooperating departments recorded). A report about the subject and matter of an open
@@ -313,6 +333,8 @@ async def report_clue(
     settings = request.app.state.runtime.settings
     try:
         async with db.transaction():
+            if principal.scope is not None:
+                await _matter_names(db, body.matter_id, principal.scope)
             reported = await lifecycle.report(
                 db,
                 lifecycle.Report(
@@ -324,10 +346,14 @@ async def report_clue(
                     reference=body.reference,
                     severity=body.severity,
                 ),
-                caller,
+                principal.actor,
                 timedelta(seconds=settings.clue_merge_window_s),
                 settings.clue_deadlines_s(),
             )
+            if not await scope.visible(db, "clue", principal.scope, reported.clue.id):
+                raise HTTPException(
+                    403, "the open clue on this subject and matter is with another department"
+                )
     except lifecycle.ClueError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     if reported.merged:
@@ -342,63 +368,69 @@ async def report_clue(
 
 @router.post("/clues/{clue_id}/triage", response_model=ClueDetail, tags=["clues"])
 async def triage_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueTriage
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueTriage
 ) -> ClueDetail:
     """研判: a new clue has been looked at."""
-    return await _step(request, db, clue_id, "triage", caller, reason=body.reason)
+    return await _step(request, db, clue_id, "triage", principal, reason=body.reason)
 
 
 @router.post("/clues/{clue_id}/assign", response_model=ClueDetail, tags=["clues"])
 async def assign_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueAssign
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueAssign
 ) -> ClueDetail:
     """分办: a triaged clue goes to the department that will handle it."""
     return await _step(
-        request, db, clue_id, "assign", caller, department=body.department, reason=body.reason
+        request, db, clue_id, "assign", principal, department=body.department, reason=body.reason
     )
 
 
 @router.post("/clues/{clue_id}/transfer", response_model=ClueDetail, tags=["clues"])
 async def transfer_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueTransfer
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueTransfer
 ) -> ClueDetail:
     """转办: an assigned clue belongs to another department; the reason is required."""
     return await _step(
-        request, db, clue_id, "transfer", caller, department=body.to_department, reason=body.reason
+        request,
+        db,
+        clue_id,
+        "transfer",
+        principal,
+        department=body.to_department,
+        reason=body.reason,
     )
 
 
 @router.post("/clues/{clue_id}/handle", response_model=ClueDetail, tags=["clues"])
 async def handle_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueHandle
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueHandle
 ) -> ClueDetail:
     """查处: the department has dealt with it; the note says how."""
-    return await _step(request, db, clue_id, "handle", caller, reason=body.note)
+    return await _step(request, db, clue_id, "handle", principal, reason=body.note)
 
 
 @router.post("/clues/{clue_id}/close", response_model=ClueDetail, tags=["clues"])
 async def close_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueClose
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueClose
 ) -> ClueDetail:
     """Closed with a disposition, after handling (or at triage, e.g. a false alarm)."""
     return await _step(
-        request, db, clue_id, "close", caller, disposition=body.disposition, reason=body.reason
+        request, db, clue_id, "close", principal, disposition=body.disposition, reason=body.reason
     )
 
 
 @router.post("/clues/{clue_id}/escalate", response_model=ClueDetail, tags=["clues"])
 async def escalate_clue(
-    request: Request, db: Db, caller: Caller, clue_id: str, body: ClueEscalate
+    request: Request, db: Db, principal: Actor, clue_id: str, body: ClueEscalate
 ) -> ClueDetail:
     """Escalated to a case: filed with the department holding the clue, or joining the open
     case of the same subject and matter."""
-    return await _step(request, db, clue_id, "escalate", caller, reason=body.reason)
+    return await _step(request, db, clue_id, "escalate", principal, reason=body.reason)
 
 
 @router.get("/cases", response_model=list[CasePublic], tags=["cases"])
 async def cases(
     db: Db,
-    _: Caller,
+    principal: Reader,
     status: str | None = None,
     department: str | None = None,
     limit: Limit = 200,
@@ -406,8 +438,9 @@ async def cases(
     cur = await db.execute(
         sql.SQL(
             "SELECT {} FROM cases WHERE (%s::text IS NULL OR status = %s)"
-            " AND (%s::text IS NULL OR department = %s) ORDER BY opened_at DESC LIMIT %s"
-        ).format(CASE_COLUMNS),
+            " AND (%s::text IS NULL OR department = %s) AND {}"
+            " ORDER BY opened_at DESC LIMIT %s"
+        ).format(CASE_COLUMNS, scope.routed_to(principal.scope)),
         (status, status, department, department, limit),
     )
     return [CasePublic.from_row(r) for r in await cur.fetchall()]
@@ -421,9 +454,10 @@ async def _case_detail(db: psycopg.AsyncConnection[Any], case_id: str) -> CaseDe
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail, tags=["cases"])
-async def case(db: Db, _: Caller, case_id: str) -> CaseDetail:
+async def case(db: Db, principal: Reader, case_id: str) -> CaseDetail:
     """The case with its clues, its history (every step: who, when, why), its tasks (the
     overdue ones flagged) and, once handed over, the record of what went."""
+    await require_visible(db, principal, "case", case_id)
     return await _case_detail(db, case_id)
 
 
@@ -431,66 +465,68 @@ async def _case_step(
     db: psycopg.AsyncConnection[Any],
     case_id: str,
     action: case_lifecycle.Action,
-    actor: str,
+    principal: Principal,
     **fields: Any,
 ) -> CaseDetail:
     try:
         async with db.transaction():
-            await case_lifecycle.step(db, case_id, action, actor, **fields)
+            await require_visible(db, principal, "case", case_id)
+            await case_lifecycle.step(db, case_id, action, principal.actor, **fields)
     except case_lifecycle.CaseError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return await _case_detail(db, case_id)
 
 
 @router.post("/cases/{case_id}/investigate", response_model=CaseDetail, tags=["cases"])
-async def investigate_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+async def investigate_case(db: Db, principal: Actor, case_id: str, body: CaseStep) -> CaseDetail:
     """A filed case is being investigated."""
-    return await _case_step(db, case_id, "investigate", caller, reason=body.reason)
+    return await _case_step(db, case_id, "investigate", principal, reason=body.reason)
 
 
 @router.post("/cases/{case_id}/decide", response_model=CaseDetail, tags=["cases"])
-async def decide_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+async def decide_case(db: Db, principal: Actor, case_id: str, body: CaseStep) -> CaseDetail:
     """The investigation ends in a decision (the reason says which)."""
-    return await _case_step(db, case_id, "decide", caller, reason=body.reason)
+    return await _case_step(db, case_id, "decide", principal, reason=body.reason)
 
 
 @router.post("/cases/{case_id}/rectify", response_model=CaseDetail, tags=["cases"])
-async def rectify_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+async def rectify_case(db: Db, principal: Actor, case_id: str, body: CaseStep) -> CaseDetail:
     """The subject is rectifying what the decision ordered."""
-    return await _case_step(db, case_id, "rectify", caller, reason=body.reason)
+    return await _case_step(db, case_id, "rectify", principal, reason=body.reason)
 
 
 @router.post("/cases/{case_id}/close", response_model=CaseDetail, tags=["cases"])
-async def close_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
+async def close_case(db: Db, principal: Actor, case_id: str, body: CaseStep) -> CaseDetail:
     """Closed: after rectification, after a decision needing none, or after an
     investigation finding nothing to answer."""
-    return await _case_step(db, case_id, "close", caller, reason=body.reason)
+    return await _case_step(db, case_id, "close", principal, reason=body.reason)
 
 
 @router.post("/cases/{case_id}/transfer", response_model=CaseDetail, tags=["cases"])
-async def transfer_case(db: Db, caller: Caller, case_id: str, body: CaseTransfer) -> CaseDetail:
+async def transfer_case(db: Db, principal: Actor, case_id: str, body: CaseTransfer) -> CaseDetail:
     """To another department; the status stays, the reason is required."""
     return await _case_step(
-        db, case_id, "transfer", caller, department=body.to_department, reason=body.reason
+        db, case_id, "transfer", principal, department=body.to_department, reason=body.reason
     )
 
 
 @router.post("/cases/{case_id}/hand-over", response_model=CaseDetail, tags=["cases"])
-async def hand_over_case(db: Db, caller: Caller, case_id: str, body: CaseHandOver) -> CaseDetail:
+async def hand_over_case(db: Db, principal: Actor, case_id: str, body: CaseHandOver) -> CaseDetail:
     """移送 to the judicial authorities: ends the case here, recording its clues, their
     evidence, the recipient, the reason and the ledger head at the hand-over."""
     return await _case_step(
-        db, case_id, "hand_over", caller, recipient=body.recipient, reason=body.reason
+        db, case_id, "hand_over", principal, recipient=body.recipient, reason=body.reason
     )
 
 
 @router.post("/cases/{case_id}/tasks", response_model=CaseDetail, status_code=201, tags=["cases"])
-async def add_case_task(db: Db, caller: Caller, case_id: str, body: CaseTaskCreate) -> CaseDetail:
+async def add_case_task(db: Db, principal: Actor, case_id: str, body: CaseTaskCreate) -> CaseDetail:
     """A task on an open case: a title, an assignee and a due time."""
     try:
         async with db.transaction():
+            await require_visible(db, principal, "case", case_id)
             await case_lifecycle.add_task(
-                db, case_id, caller, body.title, body.assignee, body.due_at
+                db, case_id, principal.actor, body.title, body.assignee, body.due_at
             )
     except case_lifecycle.CaseError as exc:
         raise HTTPException(exc.status, str(exc)) from None
@@ -499,11 +535,12 @@ async def add_case_task(db: Db, caller: Caller, case_id: str, body: CaseTaskCrea
 
 @router.post("/cases/{case_id}/tasks/{task_id}/complete", response_model=CaseDetail, tags=["cases"])
 async def complete_case_task(
-    db: Db, caller: Caller, case_id: str, task_id: int, body: CaseTaskComplete
+    db: Db, principal: Actor, case_id: str, task_id: int, body: CaseTaskComplete
 ) -> CaseDetail:
     try:
         async with db.transaction():
-            await case_lifecycle.complete_task(db, case_id, task_id, caller, body.note)
+            await require_visible(db, principal, "case", case_id)
+            await case_lifecycle.complete_task(db, case_id, task_id, principal.actor, body.note)
     except case_lifecycle.CaseError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return await _case_detail(db, case_id)
@@ -515,16 +552,18 @@ async def complete_case_task(
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "the frame as sent"}},
 )
-async def evidence_frame(db: Db, _: Caller, evidence_id: str, index: int) -> Response:
+async def evidence_frame(db: Db, principal: Reader, evidence_id: str, index: int) -> Response:
     """One camera frame fixed in a clue's evidence, byte for byte as the camera sent it;
     its SHA-256 is in the evidence content and in the `ETag`."""
+    missing = f"no frame {index} in evidence {evidence_id!r}"
+    await require_visible(db, principal, "evidence", evidence_id, missing)
     cur = await db.execute(
         "SELECT jpeg, sha256, ts FROM evidence_frames WHERE evidence_id = %s AND idx = %s",
         (evidence_id, index),
     )
     row = await cur.fetchone()
     if row is None:
-        raise HTTPException(404, f"no frame {index} in evidence {evidence_id!r}")
+        raise HTTPException(404, missing)
     return Response(
         bytes(row[0]),
         media_type="image/jpeg",
@@ -533,7 +572,8 @@ async def evidence_frame(db: Db, _: Caller, evidence_id: str, index: int) -> Res
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidencePublic, tags=["evidence"])
-async def evidence(db: Db, _: Caller, evidence_id: str) -> EvidencePublic:
+async def evidence(db: Db, principal: Reader, evidence_id: str) -> EvidencePublic:
+    await require_visible(db, principal, "evidence", evidence_id)
     cur = await db.execute(
         "SELECT id, clue_id, kind, created_at, window_from, window_to, item_count, sha256,"
         " content FROM evidence WHERE id = %s",
@@ -562,8 +602,9 @@ async def evidence(db: Db, _: Caller, evidence_id: str) -> EvidencePublic:
 @router.get(
     "/evidence/{evidence_id}/verify", response_model=EvidenceVerification, tags=["evidence"]
 )
-async def evidence_verify(db: Db, _: Caller, evidence_id: str) -> dict[str, Any]:
+async def evidence_verify(db: Db, principal: Reader, evidence_id: str) -> dict[str, Any]:
     """Recompute the SHA-256 over the stored content and compare; re-read the source."""
+    await require_visible(db, principal, "evidence", evidence_id)
     result = await verify_evidence(db, evidence_id)
     if result is None:
         raise HTTPException(404, f"no evidence {evidence_id!r}")
@@ -576,10 +617,13 @@ async def evidence_verify(db: Db, _: Caller, evidence_id: str) -> dict[str, Any]
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}, "description": "the package"}},
 )
-async def evidence_export(request: Request, db: Db, _: Caller, evidence_id: str) -> Response:
+async def evidence_export(
+    request: Request, db: Db, principal: Reader, evidence_id: str
+) -> Response:
     """A zip that `offsite evidence verify` checks with no database: manifest (signed),
     the items, the ledger entries that fixed them and a signed checkpoint covering them
     (made now if none covers them yet)."""
+    await require_visible(db, principal, "evidence", evidence_id)
     try:
         package = await build_package(db, evidence_id, request.app.state.runtime.ledger_key)
     except PackageError as exc:
@@ -595,11 +639,13 @@ async def evidence_export(request: Request, db: Db, _: Caller, evidence_id: str)
 
 @router.get("/quarantine", response_model=list[QuarantinePublic], tags=["ingest"])
 async def quarantine(
-    db: Db, _: Caller, device_id: str | None = None, limit: Limit = 100
+    db: Db, principal: Reader, device_id: str | None = None, limit: Limit = 100
 ) -> list[QuarantinePublic]:
     cur = await db.execute(
-        "SELECT id, received_at, topic, device_id, reason, payload FROM quarantine"
-        " WHERE (%s::text IS NULL OR device_id = %s) ORDER BY id DESC LIMIT %s",
+        sql.SQL(
+            "SELECT id, received_at, topic, device_id, reason, payload FROM quarantine"
+            " WHERE (%s::text IS NULL OR device_id = %s) AND {} ORDER BY id DESC LIMIT %s"
+        ).format(scope.device_supervised(principal.scope, sql.SQL("device_id"))),
         (device_id, device_id, limit),
     )
     return [
@@ -618,10 +664,10 @@ async def quarantine(
 
 @router.get("/alerts", tags=["alerts"])
 async def alerts(
-    db: Db, _: Caller, after: Annotated[int, Query(ge=0)] = 0, limit: Limit = 1000
+    db: Db, principal: Reader, after: Annotated[int, Query(ge=0)] = 0, limit: Limit = 1000
 ) -> list[dict[str, Any]]:
     """Alerts after a sequence number: what a console missed while away."""
-    return [a.to_json() for a in await read_alerts(db, after, limit)]
+    return [a.to_json() for a in await read_alerts(db, after, limit, principal.scope)]
 
 
 def _command_public(cmd: commands.Command) -> CommandPublic:
@@ -642,8 +688,13 @@ def _command_public(cmd: commands.Command) -> CommandPublic:
 
 
 @router.post("/commands", response_model=CommandPublic, status_code=201, tags=["commands"])
-async def send_command(request: Request, caller: Caller, body: CommandCreate) -> CommandPublic:
+async def send_command(
+    request: Request, db: Db, principal: Actor, body: CommandCreate
+) -> CommandPublic:
     """Send a command to a device; the device answers on `.../cmd/ack`."""
+    await require_visible(db, principal, "device", body.device_id)
+    if body.case_id is not None:
+        await require_visible(db, principal, "case", body.case_id)
     runtime = request.app.state.runtime
     try:
         cmd = await runtime.send_command(
@@ -652,7 +703,7 @@ async def send_command(request: Request, caller: Caller, body: CommandCreate) ->
             params=dict(body.params),
             case_id=body.case_id,
             reason=body.reason,
-            actor=caller,
+            actor=principal.actor,
             allowed_s=body.allowed_s,
         )
     except commands.CommandError as exc:
@@ -661,7 +712,8 @@ async def send_command(request: Request, caller: Caller, body: CommandCreate) ->
 
 
 @router.get("/commands/{command_id}", response_model=CommandPublic, tags=["commands"])
-async def command(db: Db, _: Caller, command_id: str) -> CommandPublic:
+async def command(db: Db, principal: Reader, command_id: str) -> CommandPublic:
+    await require_visible(db, principal, "command", command_id)
     cmd = await commands.read(db, command_id)
     if cmd is None:
         raise HTTPException(404, f"no command {command_id!r}")

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from offsite.access.scope import alert_filter
 from offsite.casework.service import ALERT_CHANNEL
 from offsite.notify import listen_forever
 
@@ -47,10 +49,13 @@ class Subscription:
 
 
 async def read_alerts(
-    conn: psycopg.AsyncConnection[Any], after: int, limit: int = 1000
+    conn: psycopg.AsyncConnection[Any], after: int, limit: int = 1000, department: str | None = None
 ) -> list[Alert]:
+    """Alerts after `after`; with a department, only those in its scope (`access.scope`)."""
     cur = await conn.execute(
-        "SELECT seq, type, at, body FROM alerts WHERE seq > %s ORDER BY seq LIMIT %s",
+        sql.SQL(
+            "SELECT seq, type, at, body FROM alerts WHERE seq > %s AND {} ORDER BY seq LIMIT %s"
+        ).format(alert_filter(department)),
         (after, limit),
     )
     return [Alert(int(r[0]), str(r[1]), r[2].isoformat(), dict(r[3])) for r in await cur.fetchall()]

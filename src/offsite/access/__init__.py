@@ -1,0 +1,1 @@
+"""Who may use the API: people, their roles and tokens, and what a department may see."""
