@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import getpass
 import json
 import logging
 import signal
@@ -14,13 +16,15 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvicorn
 from pydantic import ValidationError
 
+from offsite.access import people
 from offsite.casework.ledger import LedgerError, decode_base64, load_signing_key
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
@@ -412,6 +416,123 @@ def cmd_inspections_plan(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _people_db(settings: Settings, work: Callable[[psycopg.AsyncConnection[object]], Any]) -> Any:
+    """Run `work` in one transaction on a migrated database (people commands)."""
+    url = _database_url(settings)
+    migrate(url, settings.storage)
+
+    async def run() -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            return await work(conn)
+
+    return asyncio.run(run())
+
+
+def _cli_actor() -> str:
+    """Who ran the command, for the ledger: the account on this machine."""
+    return f"cli:{getpass.getuser()}"
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_people_add(settings: Settings, args: argparse.Namespace) -> int:
+    person = _people_db(
+        settings,
+        lambda conn: people.add_person(conn, args.name, args.role, args.department, _cli_actor()),
+    )
+    _print_json(dataclasses.asdict(person))
+    return 0
+
+
+def cmd_people_list(settings: Settings, _: argparse.Namespace) -> int:
+    _print_json([dataclasses.asdict(p) for p in _people_db(settings, people.list_people)])
+    return 0
+
+
+def cmd_people_deactivate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: psycopg.AsyncConnection[object]) -> people.Person:
+        person = await people.find_person(conn, args.person)
+        return await people.set_active(conn, person.id, args.activate, _cli_actor())
+
+    _print_json(dataclasses.asdict(_people_db(settings, work)))
+    return 0
+
+
+def cmd_tokens_issue(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: psycopg.AsyncConnection[object]) -> people.IssuedToken:
+        person = await people.find_person(conn, args.person)
+        return await people.issue_token(
+            conn, person.id, args.ttl, args.name, _cli_actor(), datetime.now(UTC)
+        )
+
+    issued = _people_db(settings, work)
+    print(
+        f"token {issued.token.id} for person {issued.token.person_id}, expires"
+        f" {issued.token.expires_at.isoformat()} (shown once, only its hash is kept):",
+        file=sys.stderr,
+    )
+    print(issued.secret)
+    return 0
+
+
+def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    token = _people_db(
+        settings,
+        lambda conn: people.revoke_token(conn, args.token_id, _cli_actor(), datetime.now(UTC)),
+    )
+    print(f"token {token.id} revoked at {token.revoked_at.isoformat()}")
+    return 0
+
+
+def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: psycopg.AsyncConnection[object]) -> list[people.Token]:
+        person_id = None
+        if args.person is not None:
+            person_id = (await people.find_person(conn, args.person)).id
+        return await people.list_tokens(conn, person_id)
+
+    _print_json([dataclasses.asdict(t) for t in _people_db(settings, work)])
+    return 0
+
+
+def _ttl(text: str) -> timedelta:
+    try:
+        return people.parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_people(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    persons = sub.add_parser("people", help="people who use the API and their roles")
+    persons_sub = persons.add_subparsers(dest="people_command", required=True)
+    add = persons_sub.add_parser("add", help="add a person (recorded in the ledger)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=people.ROLES)
+    add.add_argument("--department", help="required for --role department: what they see")
+    add.set_defaults(func=cmd_people_add)
+    persons_sub.add_parser("list", help="everyone, as JSON").set_defaults(func=cmd_people_list)
+    for name, activate in (("deactivate", False), ("activate", True)):
+        toggle = persons_sub.add_parser(name, help=f"{name} a person (id or name)")
+        toggle.add_argument("person")
+        toggle.set_defaults(func=cmd_people_deactivate, activate=activate)
+
+    tokens = sub.add_parser("tokens", help="API tokens: hashed, expiring, revocable")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    issue = tokens_sub.add_parser("issue", help="issue a token; printed once, never stored")
+    issue.add_argument("person", help="person id or name")
+    issue.add_argument("--ttl", type=_ttl, default=timedelta(days=30), help="e.g. 30d, 12h")
+    issue.add_argument("--name", default="", help="what the token is for")
+    issue.set_defaults(func=cmd_tokens_issue)
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", type=int)
+    revoke.set_defaults(func=cmd_tokens_revoke)
+    listing = tokens_sub.add_parser("list", help="tokens (no secrets), as JSON")
+    listing.add_argument("--person", help="only this person's (id or name)")
+    listing.set_defaults(func=cmd_tokens_list)
+
+
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from offsite.bench.ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
 
@@ -499,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rules(sub)
     _add_evidence(sub)
     _add_inspections(sub)
+    _add_people(sub)
     return parser
 
 
@@ -663,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         IngestError,
         RegistryError,
         LedgerError,
+        people.PeopleError,
         psycopg.OperationalError,
     ) as exc:
         print(f"offsite: {exc}", file=sys.stderr)
