@@ -104,11 +104,11 @@ def _walk(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
 
 
 def _app_routes() -> dict[tuple[str, str], APIRoute | APIWebSocketRoute]:
-    app = create_app(None)  # type: ignore[arg-type] - routes only, nothing is served
+    app = create_app(None)  # type: ignore[arg-type]  # routes only, nothing is served
     found: dict[tuple[str, str], APIRoute | APIWebSocketRoute] = {}
     for route in _walk(app.routes):
         if isinstance(route, APIRoute) and route.path.startswith("/api/"):
-            for method in route.methods:
+            for method in route.methods or ():
                 found[(method, route.path)] = route
         elif isinstance(route, APIWebSocketRoute):
             found[("WS", route.path)] = route
