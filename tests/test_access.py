@@ -82,6 +82,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/me"): READ_ALL,
     ("GET", "/api/v1/people"): ADMIN_READ,
     ("POST", "/api/v1/people"): ADMIN,
+    ("PATCH", "/api/v1/people/{person_id}"): ADMIN,
     ("GET", "/api/v1/tokens"): ADMIN_READ,
     ("POST", "/api/v1/people/{person_id}/tokens"): ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): ADMIN,
@@ -308,6 +309,7 @@ def _bodies(ids: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
             "case_id": ids["case_id"],
         },
         ("POST", "/api/v1/people"): {"name": "Nova", "role": "auditor"},
+        ("PATCH", "/api/v1/people/{person_id}"): {"active": True},
         ("POST", "/api/v1/people/{person_id}/tokens"): {"ttl_s": 60},
     }
 
@@ -553,6 +555,8 @@ async def test_tokens_are_stored_hashed_and_work_until_revoked(database_url: str
         ({"name": "Bad Role", "role": "superuser"}, 422),
         ({"name": "a:b", "role": "duty"}, 422),
         ({"name": "Extra", "role": "duty", "admin": True}, 422),
+        ({"name": "Nul\u0000", "role": "duty"}, 422),
+        ({"name": "Nul", "role": "department", "department": "hou\u0000sing"}, 422),
     ],
 )
 async def test_people_are_refused_with_a_reason(
@@ -562,3 +566,21 @@ async def test_people_are_refused_with_a_reason(
         response = await gw.http.post("/api/v1/people", json=body)
         assert response.status_code == status, response.text
         assert (await gw.http.get("/api/v1/people")).json() == []
+
+
+async def test_a_deactivated_person_is_refused_until_reactivated(database_url: str) -> None:
+    async with world(database_url) as w:
+        person = w.people["duty"]
+        async with await _as(w, "duty") as duty:
+            assert (await duty.get("/api/v1/me")).status_code == 200
+            off = await w.gw.http.patch(f"/api/v1/people/{person}", json={"active": False})
+            assert (off.status_code, off.json()["active"]) == (200, False)
+            refused = await duty.get("/api/v1/me")
+            assert (refused.status_code, refused.json()["detail"]) == (401, "person deactivated")
+            issue = await w.gw.http.post(f"/api/v1/people/{person}/tokens", json={})
+            assert issue.status_code == 409  # no new token for an inactive person either
+            on = await w.gw.http.patch(f"/api/v1/people/{person}", json={"active": True})
+            assert on.status_code == 200
+            assert (await duty.get("/api/v1/me")).status_code == 200
+        missing = await w.gw.http.patch("/api/v1/people/999999", json={"active": False})
+        assert missing.status_code == 404

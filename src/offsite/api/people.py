@@ -26,12 +26,25 @@ class _Public(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+"""No control characters (PostgreSQL text cannot hold NUL; a name is shown in histories)."""
+
+
 class PersonCreate(_Create):
-    name: str = Field(min_length=1, max_length=200, description="unique; no ':'")
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f:]+$", description="unique; no ':'"
+    )
     role: Role = Field(description="admin, duty, department (officer) or auditor")
     department: str | None = Field(
-        None, description="required for a department officer: what they see and act on"
+        None,
+        max_length=100,
+        pattern=_PRINTABLE,
+        description="required for a department officer: what they see and act on",
     )
+
+
+class PersonUpdate(_Create):
+    active: bool = Field(description="false: every token of the person is refused at once")
 
 
 class PersonPublic(_Public):
@@ -45,7 +58,7 @@ class PersonPublic(_Public):
 
 
 class TokenCreate(_Create):
-    name: str = Field("", max_length=200, description="what the token is for")
+    name: str = Field("", max_length=200, pattern=_PRINTABLE, description="what the token is for")
     ttl_s: int = Field(
         30 * 86400,
         gt=0,
@@ -138,6 +151,19 @@ async def add_person(db: Db, principal: Admin, body: PersonCreate) -> PersonPubl
             person = await people.add_person(
                 db, body.name, body.role, body.department, principal.actor
             )
+    except people.PeopleError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return _person(person)
+
+
+@router.patch("/people/{person_id}", response_model=PersonPublic)
+async def update_person(
+    db: Db, principal: Admin, person_id: RowId, body: PersonUpdate
+) -> PersonPublic:
+    """Deactivate (or reactivate) a person; recorded in the ledger."""
+    try:
+        async with db.transaction():
+            person = await people.set_active(db, person_id, body.active, principal.actor)
     except people.PeopleError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return _person(person)
