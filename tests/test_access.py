@@ -198,10 +198,10 @@ def _report_body(matter: str = "gas-safety", subject: str = GAS_SUBJECT) -> dict
 
 
 @asynccontextmanager
-async def world(database_url: str) -> AsyncIterator[World]:
+async def world(database_url: str, **overrides: Any) -> AsyncIterator[World]:
     """People of every role with tokens (and spoilt ones), a red gas clue with its evidence
     (one camera frame added), case, task and command, all routed to housing."""
-    async with start_gateway(database_url, None, **QUIET) as gw:
+    async with start_gateway(database_url, None, **{**QUIET, **overrides}) as gw:
         people = {
             "admin": await _person(gw, "Ada Admin", "admin", None),
             "duty": await _person(gw, "Du Duty", "duty", None),
@@ -584,3 +584,23 @@ async def test_a_deactivated_person_is_refused_until_reactivated(database_url: s
             assert (await duty.get("/api/v1/me")).status_code == 200
         missing = await w.gw.http.patch("/api/v1/people/999999", json={"active": False})
         assert missing.status_code == 404
+
+
+async def _read_until_closed(ws: websockets.ClientConnection) -> None:
+    while True:
+        await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_a_live_stream_ends_when_its_token_is_revoked(database_url: str) -> None:
+    async with world(database_url, live_token_recheck_s=0.2) as w:
+        token = w.tokens["department"]
+        url = w.gw.base_url.replace("http://", "ws://") + f"/api/v1/alerts/live?token={token}"
+        async with websockets.connect(url) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "hello"
+            await asyncio.sleep(0.5)  # rechecked and still valid: the stream stays
+            revoked = await w.gw.http.delete(f"/api/v1/tokens/{token.split('_')[1]}")
+            assert revoked.status_code == 200
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await _read_until_closed(ws)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")

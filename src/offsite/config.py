@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     bootstrap_token: SecretStr = Field(
         SecretStr(DEVELOPMENT_TOKEN), description="admin API token accepted from start-up"
     )
+    live_token_recheck_s: float = Field(
+        30.0, gt=0, description="a live stream's token is checked again this often"
+    )
     storage: Literal["auto", "timescaledb", "postgres"] = Field(
         "auto", description="auto: TimescaleDB when the extension can be created"
     )

@@ -74,12 +74,22 @@ def _visible_query(kind: Kind, department: str) -> sql.Composed:
 
 
 async def visible(
-    conn: psycopg.AsyncConnection[Any], kind: Kind, department: str | None, object_id: str
+    conn: psycopg.AsyncConnection[Any],
+    kind: Kind,
+    department: str | None,
+    object_id: str,
+    *,
+    lock: bool = False,
 ) -> bool:
-    """Whether the object exists and is in the department's scope (any, for None)."""
+    """Whether the object exists and is in the department's scope (any, for None). `lock`
+    (in a transaction) keeps the row as judged until the transaction ends, so a transfer
+    cannot slip between this check and the step that follows."""
     if department is None:
         return True
-    cur = await conn.execute(_visible_query(kind, department), (object_id,))
+    query = _visible_query(kind, department)
+    if lock:
+        query = sql.SQL("{} FOR UPDATE").format(query)
+    cur = await conn.execute(query, (object_id,))
     return await cur.fetchone() is not None
 
 

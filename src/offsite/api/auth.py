@@ -121,8 +121,11 @@ async def require_visible(
     kind: scope.Kind,
     object_id: str,
     detail: str | None = None,
+    *,
+    lock: bool = False,
 ) -> None:
     """404 when the object is outside a department officer's scope, with the message of one
-    that does not exist (`detail`, default `no <kind> '<id>'`)."""
-    if not await scope.visible(db, kind, principal.scope, object_id):
+    that does not exist (`detail`, default `no <kind> '<id>'`). In a step, `lock=True` holds
+    the row (`FOR UPDATE`) so that what was checked is what is changed."""
+    if not await scope.visible(db, kind, principal.scope, object_id, lock=lock):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail or f"no {kind} {object_id!r}")

@@ -31,7 +31,8 @@ async def alerts_live(
 ) -> None:
     header = websocket.headers.get("authorization", "")
     bearer = header[7:] if header.lower().startswith("bearer ") else None
-    principal = await principal_for(websocket, bearer or token)
+    credential = bearer or token
+    principal = await principal_for(websocket, credential)
     if isinstance(principal, Refused):
         # Accept, then close with a reason: a browser sees a close code, not an HTTP 403.
         await websocket.accept()
@@ -43,16 +44,33 @@ async def alerts_live(
     sub = hub.subscribe()  # before the replay, so nothing falls between the two
     sender = asyncio.create_task(_send(websocket, runtime, principal, sub, after))
     receiver = asyncio.create_task(_until_disconnect(websocket))
+    recheck = asyncio.create_task(
+        _until_refused(websocket, credential, runtime.settings.live_token_recheck_s)
+    )
+    tasks = {sender, receiver, recheck}
     try:
-        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        if recheck in done:
+            with contextlib.suppress(RuntimeError):
+                await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=recheck.result())
     finally:
         hub.unsubscribe(sub)
-        for task in (sender, receiver):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(sender, receiver, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until_refused(websocket: WebSocket, token: str | None, every_s: float) -> str:
+    """A stream outlives the check at its opening: a token revoked or expired since, or its
+    person deactivated, ends the stream within `every_s`. Returns why."""
+    while True:
+        await asyncio.sleep(every_s)
+        found = await principal_for(websocket, token)
+        if isinstance(found, Refused):
+            return found.reason
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:

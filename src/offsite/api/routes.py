@@ -295,7 +295,7 @@ async def _step(
 ) -> ClueDetail:
     try:
         async with db.transaction():
-            await require_visible(db, principal, "clue", clue_id)
+            await require_visible(db, principal, "clue", clue_id, lock=True)
             await lifecycle.step(
                 db, clue_id, action, principal.actor, _deadlines(request), **fields
             )
@@ -470,7 +470,7 @@ async def _case_step(
 ) -> CaseDetail:
     try:
         async with db.transaction():
-            await require_visible(db, principal, "case", case_id)
+            await require_visible(db, principal, "case", case_id, lock=True)
             await case_lifecycle.step(db, case_id, action, principal.actor, **fields)
     except case_lifecycle.CaseError as exc:
         raise HTTPException(exc.status, str(exc)) from None
