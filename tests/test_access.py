@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 from offsite.access.people import ROLES
 from offsite.api.app import create_app
 from offsite.api.auth import Allow
+from offsite.cli import main
 from offsite.detectors.findings import Finding
 from tests.fixtures.gateway import RunningGateway, start_gateway
 
@@ -604,3 +605,38 @@ async def test_a_live_stream_ends_when_its_token_is_revoked(database_url: str) -
                 await _read_until_closed(ws)
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
+
+
+def test_the_cli_adds_people_and_issues_and_revokes_tokens(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OFFSITE_DATABASE_URL", database_url)
+    assert main(["people", "add", "--name", "Wang Fang", "--role", "department"]) == 1
+    assert "needs a department" in capsys.readouterr().err
+    args = ["people", "add", "--name", "Wang Fang", "--role", "department"]
+    assert main([*args, "--department", "housing"]) == 0
+    person = json.loads(capsys.readouterr().out)
+    assert (person["role"], person["department"]) == ("department", "housing")
+    assert main(["tokens", "issue", "Wang Fang", "--ttl", "2h", "--name", "laptop"]) == 0
+    printed = capsys.readouterr()
+    token = printed.out.strip()
+    assert token.startswith("ofs_")
+    assert "shown once" in printed.err
+    assert main(["tokens", "list", "--person", "Wang Fang"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert token not in json.dumps(listed)
+    (row,) = listed
+    lifetime = datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"])
+    assert lifetime == timedelta(hours=2)
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT sha256 FROM api_tokens WHERE id = %s", (row["id"],))
+        assert bytes(stored.fetchone()[0]) == hashlib.sha256(token.encode()).digest()  # type: ignore[index]
+        ledger = conn.execute("SELECT actor, action FROM ledger ORDER BY seq").fetchall()
+    assert [a for _, a in ledger] == ["person.added", "token.issued"]
+    assert all(actor.startswith("cli:") for actor, _ in ledger)
+    assert main(["tokens", "revoke", str(row["id"])]) == 0
+    assert main(["tokens", "revoke", str(row["id"])]) == 1
+    assert "already revoked" in capsys.readouterr().err
+    assert main(["tokens", "issue", "nobody"]) == 1
+    with pytest.raises(SystemExit):
+        main(["tokens", "issue", "Wang Fang", "--ttl", "soon"])
