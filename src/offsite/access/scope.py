@@ -9,7 +9,9 @@ under a matter that names it (lead or cooperating; the matters list is what rout
 the first place), and any device with a clue in its scope (a clue transferred to it, say).
 Subjects, departments and matters are the shared directory and are seen by everyone.
 
-Everything here takes the department (`Principal.scope`); None means no restriction.
+Everything here takes the department (`Principal.scope`); None means no restriction. The
+department goes into the SQL as a quoted literal (`sql.Literal`), so that the fragments drop
+into any query whatever its placeholders; it is a registry id (`[A-Za-z0-9_.-]`, no `%`).
 """
 
 from __future__ import annotations
