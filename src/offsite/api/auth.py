@@ -16,7 +16,7 @@ without one, `tests/test_access.py`):
 1. Declare who may call it with one of the annotated principals below, never a bare token
    check: `Reader` (every role; GETs), `Actor` (admin, duty, department; POSTs on casework),
    `Admin` (admin; people and tokens), or `Depends(allow(...))` for another set. A role not
-   allowed gets 403.
+   allowed gets 403. A new router takes `responses=AUTH_RESPONSES` (401 and 403 in OpenAPI).
 2. If the route touches a clue, case, evidence, command or device by id, call
    `await require_visible(db, principal, "clue", clue_id)` first (inside the transaction of
    a step): for a department officer, an object outside their department answers 404 with the
@@ -41,6 +41,7 @@ from offsite.access import people, scope
 from offsite.access.people import BOOTSTRAP, ROLES, Principal, Refused, Role
 
 __all__ = [
+    "AUTH_RESPONSES",
     "ROLES",
     "Actor",
     "Admin",
@@ -104,6 +105,12 @@ class Allow:
 def allow(*roles: Role) -> Allow:
     return Allow(*roles)
 
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid bearer token (missing, unknown, expired or revoked)"},
+    403: {"description": "the caller's role may not do this"},
+}
+"""For the OpenAPI schema of every router behind `allow(...)`."""
 
 Reader = Annotated[Principal, Depends(allow("admin", "duty", "department", "auditor"))]
 """Reads: every role (a department officer's reads are scoped by the route)."""

@@ -13,9 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from offsite.access import people
 from offsite.access.people import Role
-from offsite.api.auth import Admin, AdminOrAuditor, Reader
+from offsite.api.auth import AUTH_RESPONSES, Admin, AdminOrAuditor, Reader
 
-router = APIRouter(prefix="/api/v1", tags=["people"])
+router = APIRouter(prefix="/api/v1", tags=["people"], responses=AUTH_RESPONSES)
 
 
 class _Create(BaseModel):

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from psycopg import sql
 
 from offsite.access import scope
-from offsite.api.auth import Actor, Principal, Reader, require_visible
+from offsite.api.auth import AUTH_RESPONSES, Actor, Principal, Reader, require_visible
 from offsite.api.models import (
     CaseHandOver,
     CaseStep,
@@ -58,7 +58,7 @@ from offsite.casework.records import (
 )
 from offsite.casework.service import verify_evidence
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 
 
 async def _connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
