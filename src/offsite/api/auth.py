@@ -18,9 +18,10 @@ without one, `tests/test_access.py`):
    `Admin` (admin; people and tokens), or `Depends(allow(...))` for another set. A role not
    allowed gets 403. A new router takes `responses=AUTH_RESPONSES` (401 and 403 in OpenAPI).
 2. If the route touches a clue, case, evidence, command or device by id, call
-   `await require_visible(db, principal, "clue", clue_id)` first (inside the transaction of
-   a step, with `lock=True`, so a transfer cannot slip in between): for a department officer, an object outside their department answers 404 with the
-   same message as one that does not exist, so existence does not leak. A list filters with
+   `await require_visible(db, principal, "clue", clue_id)` first (in a step: inside its
+   transaction, with `lock=True`, so a transfer cannot slip in between). For a department
+   officer, an object outside their department answers 404 with the same message as one that
+   does not exist, so existence does not leak. A list filters with
    `scope.routed_to(principal.scope)` or `scope.device_supervised(...)` in its WHERE clause.
 3. Record `principal.actor` (`person:<id>:<name>`) as the actor of anything written.
 4. Add the route to the expectations of `tests/test_access.py`.
