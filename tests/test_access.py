@@ -424,6 +424,17 @@ async def test_another_departments_records_answer_404_and_lists_are_filtered(
             gas = {d["id"] for d in (await housing.get("/api/v1/devices")).json()}
             assert "gas-0001" in gas
             assert "elev-0001" in gas  # special equipment: housing cooperates
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                await conn.execute(
+                    "INSERT INTO quarantine (topic, device_id, reason, payload) VALUES"
+                    " ('offsite/v1/gas/gas-0001/telemetry', 'gas-0001', 'bad json', 'x'),"
+                    " ('offsite/v1/gas/nope/telemetry', 'nope', 'unknown device', 'y')"
+                )
+            everyone = {q["device_id"] for q in (await w.gw.http.get("/api/v1/quarantine")).json()}
+            assert everyone == {"gas-0001", "nope"}
+            mine = {q["device_id"] for q in (await housing.get("/api/v1/quarantine")).json()}
+            assert mine == {"gas-0001"}
+            assert (await transport.get("/api/v1/quarantine")).json() == []
             alerts = (await transport.get("/api/v1/alerts")).json()
             assert alerts
             assert all(a["clue"]["id"] == chem_id for a in alerts)

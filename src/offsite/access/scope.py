@@ -37,7 +37,9 @@ def routed_to(department: str | None, table: str = "") -> sql.Composable:
 
 
 def device_supervised(department: str | None, device_column: sql.Composable) -> sql.Composable:
-    """SQL true when the device whose id is `device_column` is supervised by the department."""
+    """SQL true when the device whose id is `device_column` is supervised by the department.
+    Qualify the column (`quarantine.device_id`): a bare `device_id` would be read as the
+    inner `clues.device_id` and match every device."""
     if department is None:
         return sql.SQL("true")
     dep = sql.Literal(department)

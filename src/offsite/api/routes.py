@@ -645,7 +645,7 @@ async def quarantine(
         sql.SQL(
             "SELECT id, received_at, topic, device_id, reason, payload FROM quarantine"
             " WHERE (%s::text IS NULL OR device_id = %s) AND {} ORDER BY id DESC LIMIT %s"
-        ).format(scope.device_supervised(principal.scope, sql.SQL("device_id"))),
+        ).format(scope.device_supervised(principal.scope, sql.SQL("quarantine.device_id"))),
         (device_id, device_id, limit),
     )
     return [
