@@ -445,6 +445,16 @@ async def test_another_departments_records_answer_404_and_lists_are_filtered(
             assert step.status_code == 404
             clue = (await housing.get(f"/api/v1/clues/{w.ids['clue_id']}")).json()
             assert clue["status"] == "new"
+            # a clue on gas-0001 routed to transport brings the device into its scope
+            assert (await transport.get("/api/v1/telemetry/gas-0001")).status_code == 404
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                await conn.execute(
+                    "UPDATE clues SET department = 'transport' WHERE id = %s",
+                    (w.ids["red_clue_id"],),
+                )
+            assert (await transport.get("/api/v1/telemetry/gas-0001")).status_code == 200
+            devices = {d["id"] for d in (await transport.get("/api/v1/devices")).json()}
+            assert devices == {"gas-0001"}
 
 
 async def test_the_live_stream_carries_only_the_departments_alerts(database_url: str) -> None:
