@@ -3,11 +3,15 @@ database; cases are filed by a red detector finding handed to casework as the ru
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
+import websockets
 from psycopg import sql
 
 from offsite.casework import ledger
@@ -321,3 +325,99 @@ async def test_a_red_clue_announced_before_a_crash_is_completed_at_restart(
     assert ledger.chain_problems(entries) == []
     case_actions = [e.action for e in entries if e.object_id == clue["case_id"]]
     assert case_actions == ["case.filed", "case.clue_joined"]
+
+
+async def test_an_overdue_task_raises_one_alert(database_url: str) -> None:
+    async with start_gateway(database_url, None, clue_deadline_sweep_s=0.2, **QUIET) as gw:
+        case_id, clue_id = await _red_case(gw)
+        tasks = f"/api/v1/cases/{case_id}/tasks"
+        now = datetime.now(UTC)
+        async with websockets.connect(gw.ws_url()) as ws:
+            assert (await _next(ws))["type"] == "hello"
+            due = now + timedelta(seconds=1)
+            created = await gw.http.post(
+                tasks,
+                json={
+                    "title": "collect the valve log",
+                    "assignee": "officer-li",
+                    "due_at": due.isoformat(),
+                },
+            )
+            late_id = created.json()["tasks"][0]["id"]
+            assert (await _next(ws))["type"] == "case.task_created"
+            for title, due_at in (("site visit", now + timedelta(days=2)), ("done", due)):
+                await gw.http.post(
+                    tasks,
+                    json={"title": title, "assignee": "officer-wang", "due_at": due_at.isoformat()},
+                )
+                assert (await _next(ws))["type"] == "case.task_created"
+            done_id = (await gw.http.get(f"/api/v1/cases/{case_id}")).json()["tasks"][-1]["id"]
+            await gw.http.post(f"{tasks}/{done_id}/complete", json={})
+            assert (await _next(ws))["type"] == "case.task_completed"
+
+            # The runtime's sweep finds it past due and says so on the live stream.
+            alert = await _next(ws, timeout=10)
+            assert alert["type"] == "case.task_overdue"
+            assert (alert["clue"]["id"], alert["case"]["id"]) == (clue_id, case_id)
+            assert (alert["task_id"], alert["title"], alert["assignee"]) == (
+                late_id,
+                "collect the valve log",
+                "officer-li",
+            )
+            assert datetime.fromisoformat(alert["due_at"]) == due
+            # Once: later sweeps, even far ahead, flag nothing more (the completed task and
+            # the one not yet due at this instant neither).
+            assert await gw.runtime.check_task_deadlines() == []
+            with pytest.raises(TimeoutError):
+                await _next(ws, timeout=1)
+
+        case = (await gw.http.get(f"/api/v1/cases/{case_id}")).json()
+        flagged = {t["id"]: (t["overdue"], t["overdue_at"] is not None) for t in case["tasks"]}
+        assert flagged == {
+            late_id: (True, True),
+            late_id + 1: (False, False),
+            done_id: (False, False),
+        }
+        event = case["events"][-1]
+        assert (event["action"], event["actor"], event["from_status"], event["to_status"]) == (
+            "task_overdue",
+            "offsite:deadlines",
+            "filed",
+            "filed",
+        )
+        assert event["details"] == {
+            "task_id": late_id,
+            "title": "collect the valve log",
+            "assignee": "officer-li",
+            "due_at": event["details"]["due_at"],
+        }
+        assert datetime.fromisoformat(event["details"]["due_at"]) == due
+
+        # A closed case's tasks are frozen: past due, they raise nothing.
+        await gw.http.post(f"/api/v1/cases/{case_id}/investigate", json={})
+        await gw.http.post(f"/api/v1/cases/{case_id}/close", json={"reason": "nothing to answer"})
+        assert await gw.runtime.check_task_deadlines(now + timedelta(days=3)) == []
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT id, overdue_at IS NOT NULL FROM case_tasks WHERE case_id = %s ORDER BY id",
+            (case_id,),
+        )
+        assert await cur.fetchall() == [(late_id, True), (late_id + 1, False), (done_id, False)]
+    entries = await _entries(database_url)
+    overdue = [e for e in entries if e.action == "case.task_overdue"]
+    assert [(e.actor, e.object_id) for e in overdue] == [("offsite:deadlines", case_id)]
+    payload = json.loads(overdue[0].payload or "")
+    assert datetime.fromisoformat(payload.pop("due_at")) == due
+    assert payload == {
+        "case_id": case_id,
+        "task_id": late_id,
+        "title": "collect the valve log",
+        "assignee": "officer-li",
+    }
+    assert ledger.chain_problems(entries) == []
+
+
+async def _next(ws: websockets.ClientConnection, timeout: float = 5) -> dict[str, Any]:  # noqa: ASYNC109
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return message

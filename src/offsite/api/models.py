@@ -257,3 +257,26 @@ class CommandPublic(_Public):
     deadline_at: datetime
     answered_at: datetime | None
     answer: dict[str, Any] | None
+
+
+class DepartmentDeadlinesPublic(_Public):
+    department: str
+    name: str
+    active: bool
+    within_s: dict[Severity, float] = Field(
+        description="seconds from a clue's opening (from its transfer, once transferred) to"
+        " close or escalate it, by severity"
+    )
+    overridden: list[Severity] = Field(
+        description="severities whose limit is the department's own (clue_deadlines), not"
+        " the default"
+    )
+
+
+class DeadlineTablePublic(_Public):
+    """The clue deadlines in force, department by severity (read-only)."""
+
+    defaults: dict[Severity, float] = Field(
+        description="the settings' limits (OFFSITE_CLUE_DEADLINE_RED_S, ...), seconds"
+    )
+    departments: list[DepartmentDeadlinesPublic]

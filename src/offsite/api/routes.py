@@ -29,6 +29,8 @@ from offsite.api.models import (
     ClueTriage,
     CommandCreate,
     CommandPublic,
+    DeadlineTablePublic,
+    DepartmentDeadlinesPublic,
     DepartmentPublic,
     DevicePublic,
     EquipmentPoint,
@@ -42,6 +44,7 @@ from offsite.api.models import (
 from offsite.casework import cases as case_lifecycle
 from offsite.casework import commands, lifecycle
 from offsite.casework.alerts import read_alerts
+from offsite.casework.deadlines import deadline_table
 from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
     CASE_COLUMNS,
@@ -294,6 +297,27 @@ async def _step(
     except lifecycle.ClueError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return await _detail(db, clue_id)
+
+
+@router.get("/deadlines", response_model=DeadlineTablePublic, tags=["clues"])
+async def deadlines(request: Request, db: Db, _: Caller) -> DeadlineTablePublic:
+    """How long each department has to close a clue of each severity: its own limit where
+    it has one, else the settings' default."""
+    defaults = _deadlines(request)
+    table = await deadline_table(db, defaults)
+    return DeadlineTablePublic(
+        defaults=defaults,
+        departments=[
+            DepartmentDeadlinesPublic(
+                department=d.department,
+                name=d.name,
+                active=d.active,
+                within_s=d.within_s,
+                overridden=d.overridden,
+            )
+            for d in table
+        ],
+    )
 
 
 @router.post(

@@ -296,6 +296,71 @@ async def complete_task(
     await _alert(conn, "case.task_completed", case_id, {"actor": actor, "task_id": task_id})
 
 
+DEADLINE_ACTOR = "offsite:deadlines"
+
+
+async def mark_overdue_tasks(conn: psycopg.AsyncConnection[Any], now: datetime) -> list[int]:
+    """Flag every task of an open case past its due time and not completed, in one
+    transaction of the caller's idle connection; returns their ids. Each is flagged once
+    (`overdue_at`) with a `task_overdue` event, a `case.task_overdue` ledger entry and an
+    alert for the console. Rows another sweep holds are skipped: it flags them. The tasks
+    of a closed or handed-over case are frozen and raise nothing."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT t.id, t.case_id, t.title, t.assignee, t.due_at, c.status, c.department"
+            " FROM case_tasks t JOIN cases c ON c.id = t.case_id"
+            " WHERE t.completed_at IS NULL AND t.overdue_at IS NULL AND t.due_at < %s"
+            " AND c.status = ANY(%s)"
+            " ORDER BY t.due_at, t.id LIMIT 500 FOR UPDATE OF t SKIP LOCKED",
+            (now, sorted(OPEN)),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return []
+        drafts: list[ledger.Draft] = []
+        for task_id, case_id, title, assignee, due_at, status, department in rows:
+            await conn.execute(
+                "UPDATE case_tasks SET overdue_at = %s WHERE id = %s", (now, task_id)
+            )
+            details = {"task_id": task_id, "title": title, "assignee": assignee}
+            await _record_event(
+                conn,
+                case_id,
+                DEADLINE_ACTOR,
+                "task_overdue",
+                status,
+                status,
+                department,
+                f"task due {due_at.isoformat()} not completed",
+                {**details, "due_at": due_at.isoformat()},
+            )
+            drafts.append(
+                ledger.Draft(
+                    DEADLINE_ACTOR,
+                    "case.task_overdue",
+                    "case",
+                    case_id,
+                    {"case_id": case_id, **details, "due_at": due_at},
+                )
+            )
+        await ledger.append(conn, drafts)
+        for task_id, case_id, title, assignee, due_at, *_ in rows:
+            await _alert(
+                conn,
+                "case.task_overdue",
+                case_id,
+                {
+                    "task_id": task_id,
+                    "title": title,
+                    "assignee": assignee,
+                    "due_at": due_at.isoformat(),
+                },
+            )
+    ids = [int(r[0]) for r in rows]
+    _LOG.warning("%d case task(s) overdue: %s", len(ids), ", ".join(map(str, ids)))
+    return ids
+
+
 async def read_case(conn: psycopg.AsyncConnection[Any], case_id: str) -> CasePublic:
     cur = await conn.execute(
         sql.SQL("SELECT {} FROM cases WHERE id = %s").format(CASE_COLUMNS), (case_id,)
@@ -322,7 +387,7 @@ async def read_detail(conn: psycopg.AsyncConnection[Any], case_id: str) -> CaseD
     ]
     cur = await conn.execute(
         "SELECT id, title, assignee, due_at, created_at, created_by, completed_at,"
-        " completed_by, note, completed_at IS NULL AND due_at < now()"
+        " completed_by, note, overdue_at, completed_at IS NULL AND due_at < now()"
         " FROM case_tasks WHERE case_id = %s ORDER BY id",
         (case_id,),
     )

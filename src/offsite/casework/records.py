@@ -173,6 +173,8 @@ class CaseTaskPublic(_Public):
     completed_at: datetime | None
     completed_by: str | None
     note: str | None
+    overdue_at: datetime | None
+    """When the deadline sweep found it past due and alerted (once); kept once completed."""
     overdue: bool
     """Not completed and past its due time, as of the read."""
 
