@@ -14,6 +14,7 @@ from psycopg import sql
 
 from offsite.api.auth import Caller
 from offsite.api.models import (
+    CaseDecide,
     CaseHandOver,
     CaseStep,
     CaseTaskComplete,
@@ -473,9 +474,15 @@ async def investigate_case(db: Db, caller: Caller, case_id: str, body: CaseStep)
 
 
 @router.post("/cases/{case_id}/decide", response_model=CaseDetail, tags=["cases"])
-async def decide_case(db: Db, caller: Caller, case_id: str, body: CaseStep) -> CaseDetail:
-    """The investigation ends in a decision (the reason says which)."""
-    return await _case_step(db, case_id, "decide", caller, reason=body.reason)
+async def decide_case(db: Db, caller: Caller, case_id: str, body: CaseDecide) -> CaseDetail:
+    """The investigation ends in a decision: its kind, the amount of a fine, the legal
+    basis (default: the matter's); the reason holds the notes."""
+    decision = case_lifecycle.Decision(
+        kind=body.kind,
+        amount_cny=body.amount_cny,
+        legal_basis=None if body.legal_basis is None else tuple(body.legal_basis),
+    )
+    return await _case_step(db, case_id, "decide", caller, reason=body.reason, decision=decision)
 
 
 @router.post("/cases/{case_id}/rectify", response_model=CaseDetail, tags=["cases"])

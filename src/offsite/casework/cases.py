@@ -11,7 +11,9 @@ transaction that makes it, as for clues (`lifecycle`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
@@ -21,6 +23,7 @@ from psycopg.types.json import Jsonb
 from offsite.casework import ledger
 from offsite.casework.records import (
     CASE_COLUMNS,
+    CaseDecisionPublic,
     CaseDetail,
     CaseEventPublic,
     CaseHandoverPublic,
@@ -32,6 +35,8 @@ from offsite.casework.service import append_alert, read_clue
 _LOG = logging.getLogger(__name__)
 
 Action = Literal["investigate", "decide", "rectify", "close", "transfer", "hand_over"]
+DecisionKind = Literal["warning", "fine", "suspension", "revocation", "no_violation"]
+"""警告, 罚款, 责令停产停业 (suspension), 吊销许可证照 (revocation), or 不予处罚."""
 
 OPEN = frozenset({"filed", "investigating", "decision", "rectification"})
 TRANSITIONS: dict[Action, tuple[frozenset[str], str | None]] = {
@@ -64,6 +69,66 @@ class TransitionRefusedError(CaseError):
 
 class UnknownReferenceError(CaseError):
     status = 422
+
+
+class InvalidDecisionError(CaseError):
+    status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the decision step decides; `legal_basis` None means the matter's."""
+
+    kind: DecisionKind
+    amount_cny: Decimal | None = None
+    legal_basis: tuple[str, ...] | None = None
+
+    def problems(self) -> str | None:
+        if self.kind == "fine":
+            if self.amount_cny is None or self.amount_cny <= 0:
+                return "a fine needs amount_cny above zero"
+            if self.amount_cny != self.amount_cny.quantize(Decimal("0.01")):
+                return "amount_cny has at most two decimal places (fen)"
+        elif self.amount_cny is not None:
+            return f"amount_cny is for a fine, not for {self.kind}"
+        if self.legal_basis is not None and not all(b.strip() for b in self.legal_basis):
+            return "legal_basis names no empty provision"
+        return None
+
+
+async def _record_decision(
+    conn: psycopg.AsyncConnection[Any],
+    case_id: str,
+    decision: Decision,
+    note: str | None,
+    actor: str,
+) -> dict[str, Any]:
+    """Store the decision; returns it as recorded (the legal basis filled in), for the
+    event and the ledger, the amount as exact decimal text."""
+    problem = decision.problems()
+    if problem is not None:
+        raise InvalidDecisionError(problem)
+    basis = list(decision.legal_basis) if decision.legal_basis is not None else None
+    if basis is None:
+        # The matter's current provisions; the case's own copy from its filing otherwise.
+        cur = await conn.execute(
+            "SELECT coalesce(nullif(m.legal_basis, '{}'), c.legal_basis) FROM cases c"
+            " LEFT JOIN matters m ON m.id = c.matter_id WHERE c.id = %s",
+            (case_id,),
+        )
+        row = await cur.fetchone()
+        basis = list(row[0]) if row is not None and row[0] else []
+        if not basis:
+            raise InvalidDecisionError(
+                f"case {case_id}'s matter names no legal basis: give legal_basis"
+            )
+    await conn.execute(
+        "INSERT INTO case_decisions (case_id, kind, amount_cny, legal_basis, note, decided_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (case_id, decision.kind, decision.amount_cny, basis, note, actor),
+    )
+    amount = None if decision.amount_cny is None else f"{decision.amount_cny:.2f}"
+    return {"kind": decision.kind, "amount_cny": amount, "legal_basis": basis}
 
 
 async def _lock(conn: psycopg.AsyncConnection[Any], case_id: str) -> tuple[str, str]:
@@ -116,6 +181,7 @@ async def step(
     reason: str | None = None,
     department: str | None = None,
     recipient: str | None = None,
+    decision: Decision | None = None,
 ) -> CasePublic:
     """Take one step in the caller's open transaction; the case row is locked for it, so two
     officers acting at once are serialised and the second sees the first's result."""
@@ -148,6 +214,18 @@ async def step(
         await conn.execute("UPDATE cases SET department = %s WHERE id = %s", (department, case_id))
         payload |= {"from_department": current_department, "department": department}
         details = {"from_department": current_department}
+    elif action == "decide":
+        assert decision is not None
+        recorded = await _record_decision(conn, case_id, decision, reason, actor)
+        payload["decision"] = recorded
+        details = dict(recorded)
+    elif action == "rectify":
+        cur = await conn.execute("SELECT kind FROM case_decisions WHERE case_id = %s", (case_id,))
+        decided = await cur.fetchone()
+        if decided is not None and decided[0] == "no_violation":
+            raise TransitionRefusedError(
+                f"case {case_id} was decided no_violation: there is nothing to rectify; close it"
+            )
     elif action == "hand_over":
         assert recipient is not None
         assert reason is not None
@@ -409,4 +487,19 @@ async def read_detail(conn: psycopg.AsyncConnection[Any], case_id: str) -> CaseD
         if row is not None
         else None
     )
-    return CaseDetail(**case.model_dump(), events=events, tasks=tasks, handover=handover)
+    cur = await conn.execute(
+        "SELECT kind, amount_cny, legal_basis, note, decided_at, decided_by"
+        " FROM case_decisions WHERE case_id = %s",
+        (case_id,),
+    )
+    row = await cur.fetchone()
+    decision = (
+        CaseDecisionPublic.model_validate(
+            dict(zip(CaseDecisionPublic.model_fields.keys(), row, strict=True))
+        )
+        if row is not None
+        else None
+    )
+    return CaseDetail(
+        **case.model_dump(), events=events, tasks=tasks, handover=handover, decision=decision
+    )
