@@ -376,7 +376,7 @@ async def test_an_overdue_task_raises_one_alert(database_url: str) -> None:
         now = datetime.now(UTC)
         async with websockets.connect(gw.ws_url()) as ws:
             assert (await _next(ws))["type"] == "hello"
-            due = now + timedelta(seconds=1)
+            due = now + timedelta(seconds=3)  # time to create and complete the others first
             created = await gw.http.post(
                 tasks,
                 json={
