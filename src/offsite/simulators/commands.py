@@ -71,4 +71,5 @@ def answer(payload: bytes, handler: Handler, now: datetime) -> CommandAck | None
 
 
 def unknown(command: str, kind: str, known: tuple[str, ...]) -> tuple[bool, str]:
-    return False, f"unknown command {command!r}; a {kind} takes {', '.join(known)}"
+    article = "an" if kind[0] in "aeiou" else "a"
+    return False, f"unknown command {command!r}; {article} {kind} takes {', '.join(known)}"
