@@ -351,10 +351,14 @@ async def test_a_simulated_elevator_taken_out_of_service_stops(
             assert detail.startswith("out of service: stopped at floor ")
             floor = int(detail.split()[6].rstrip(","))
             answered_at = datetime.fromisoformat(done["answered_at"])
+
             # The readings stamped after the answer (device and gateway share this clock).
-            await asyncio.sleep(3)
-            after = [p for p in await points() if datetime.fromisoformat(p["ts"]) > answered_at]
-            assert len(after) >= 10
+            async def stopped() -> list[dict[str, Any]] | None:
+                found = await points()
+                after = [p for p in found if datetime.fromisoformat(p["ts"]) > answered_at]
+                return after if len(after) >= 10 else None
+
+            after = await eventually(stopped, timeout=20)
             assert {
                 (p["speed_mps"], p["moving"], p["in_door_zone"], p["door"], p["floor"])
                 for p in after
