@@ -54,6 +54,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/devices/{device_id}"): READ_SCOPED,
     ("GET", "/api/v1/telemetry/{device_id}"): READ_SCOPED,
     ("GET", "/api/v1/clues"): READ_ALL,
+    ("GET", "/api/v1/deadlines"): READ_ALL,
     ("GET", "/api/v1/clues/{clue_id}"): READ_SCOPED,
     ("POST", "/api/v1/clues"): REPORT,
     ("POST", "/api/v1/clues/{clue_id}/triage"): ACT_SCOPED,
@@ -287,7 +288,7 @@ def _bodies(ids: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/clues/{clue_id}/close"): {"disposition": "rectified"},
         ("POST", "/api/v1/clues/{clue_id}/escalate"): reason,
         ("POST", "/api/v1/cases/{case_id}/investigate"): reason,
-        ("POST", "/api/v1/cases/{case_id}/decide"): reason,
+        ("POST", "/api/v1/cases/{case_id}/decide"): {"kind": "warning", "reason": "checked"},
         ("POST", "/api/v1/cases/{case_id}/rectify"): reason,
         ("POST", "/api/v1/cases/{case_id}/close"): reason,
         ("POST", "/api/v1/cases/{case_id}/transfer"): {

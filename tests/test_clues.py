@@ -4,6 +4,7 @@ handed to casework as the runtime would)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -363,3 +364,131 @@ async def test_clue_steps_need_a_valid_token(database_url: str) -> None:
         assert (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()["events"][-1][
             "action"
         ] == "opened"
+
+
+async def test_a_transfer_starts_a_new_deadline_and_clears_the_overdue_flag(
+    database_url: str,
+) -> None:
+    async with start_gateway(database_url, None, clue_deadline_sweep_s=3600.0, **QUIET) as gw:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute(
+                "INSERT INTO clue_deadlines (department, severity, within_s)"
+                " VALUES ('housing', 'blue', 0.5), ('market', 'blue', 3600)"
+            )
+            await conn.commit()
+        clue = (await _report(gw, severity="blue")).json()["clue"]
+        clue_id, opened_at = clue["id"], datetime.fromisoformat(clue["opened_at"])
+        assert datetime.fromisoformat(clue["deadline_at"]) == opened_at + timedelta(seconds=0.5)
+
+        async def post(action: str, **body: Any) -> Any:
+            response = await gw.http.post(f"/api/v1/clues/{clue_id}/{action}", json=body)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        await post("triage")
+        assigned = await post("assign", department="housing")
+        # Assigned: still the clock from the opening.
+        assert datetime.fromisoformat(assigned["deadline_at"]) == opened_at + timedelta(seconds=0.5)
+        details = assigned["events"][-1]["details"]
+        assert datetime.fromisoformat(details.pop("deadline_at")) == opened_at + timedelta(
+            seconds=0.5
+        )
+        assert details == {}
+        late = datetime.now(UTC) + timedelta(seconds=1)
+        assert await gw.runtime.check_deadlines(late) == [clue_id]
+
+        before = datetime.now(UTC)
+        moved = await post("transfer", to_department="market", reason="an appliance defect")
+        after = datetime.now(UTC)
+        assert (moved["department"], moved["overdue"], moved["status"]) == (
+            "market",
+            False,
+            "transferred",
+        )
+        deadline = datetime.fromisoformat(moved["deadline_at"])
+        assert before + timedelta(hours=1) <= deadline <= after + timedelta(hours=1)
+        details = moved["events"][-1]["details"]
+        assert datetime.fromisoformat(details.pop("deadline_at")) == deadline
+        assert details == {"overdue_cleared": True}
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cur = await conn.execute(
+                "SELECT department, overdue, deadline_at FROM clues WHERE id = %s", (clue_id,)
+            )
+            assert await cur.fetchone() == ("market", False, deadline)
+
+        # Not overdue again before market's own hour is up; flagged once when it is.
+        assert await gw.runtime.check_deadlines(late) == []
+        assert await gw.runtime.check_deadlines(deadline + timedelta(seconds=1)) == [clue_id]
+        assert await gw.runtime.check_deadlines(deadline + timedelta(days=1)) == []
+        history = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
+        assert history["overdue"] is True
+        assert [(e["action"], e["department"]) for e in history["events"]] == [
+            ("opened", "housing"),
+            ("triaged", "housing"),
+            ("assigned", "housing"),
+            ("overdue", "housing"),
+            ("transferred", "market"),
+            ("overdue", "market"),
+        ]
+        alerts = (await gw.http.get("/api/v1/alerts")).json()
+        assert [a["clue"]["department"] for a in alerts if a["type"] == "clue.overdue"] == [
+            "housing",
+            "market",
+        ]
+
+    entries = await _entries(database_url)
+    assert [e.action for e in entries if e.object_id == clue_id] == [
+        "clue.opened",
+        "clue.triaged",
+        "clue.assigned",
+        "clue.overdue",
+        "clue.transferred",
+        "clue.overdue",
+    ]
+    transfer = next(e for e in entries if e.action == "clue.transferred")
+    payload = json.loads(transfer.payload or "")
+    assert datetime.fromisoformat(payload.pop("deadline_at")) == deadline
+    assert payload == {
+        "clue_id": clue_id,
+        "from_status": "assigned",
+        "to_status": "transferred",
+        "reason": "an appliance defect",
+        "from_department": "housing",
+        "department": "market",
+        "overdue_cleared": True,
+    }
+    assert ledger.chain_problems(entries) == []
+
+
+async def test_the_deadline_table_in_force_is_readable(database_url: str) -> None:
+    async with (
+        start_gateway(database_url, None, clue_deadline_red_s=3600.0, **QUIET) as gw,
+        httpx.AsyncClient(base_url=gw.base_url) as anonymous,
+    ):
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute(
+                "INSERT INTO clue_deadlines (department, severity, within_s)"
+                " VALUES ('market', 'orange', 43200), ('market', 'red', 1800)"
+            )
+            await conn.commit()
+        table = (await gw.http.get("/api/v1/deadlines")).json()
+        assert table["defaults"] == {
+            "red": 3600.0,
+            "orange": 86400.0,
+            "yellow": 259200.0,
+            "blue": 604800.0,
+        }
+        rows = {d["department"]: d for d in table["departments"]}
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cur = await conn.execute("SELECT id FROM departments ORDER BY id")
+            assert list(rows) == [r[0] for r in await cur.fetchall()]
+        assert rows["market"]["within_s"] == {
+            "red": 1800.0,
+            "orange": 43200.0,
+            "yellow": 259200.0,
+            "blue": 604800.0,
+        }
+        assert rows["market"]["overridden"] == ["red", "orange"]
+        assert rows["housing"]["within_s"] == table["defaults"]
+        assert rows["housing"]["overridden"] == []
+        assert (await anonymous.get("/api/v1/deadlines")).status_code == 401

@@ -59,6 +59,20 @@ def test_demo_runs_on_embedded_services_and_the_leak_becomes_a_case(tmp_path: Pa
             f"{base}/api/v1/evidence/{clue['evidence_id']}/verify", headers=headers
         ).json()
         assert verify["valid"] is True
+        # The demo's detector takes the command the README shows, tied to the case.
+        sent = httpx.post(
+            f"{base}/api/v1/commands",
+            json={"device_id": "gas-0001", "command": "close_valve", "case_id": case["id"]},
+            headers=headers,
+        ).json()
+        command: dict[str, Any] = sent
+        for _ in range(100):
+            if command["status"] != "sent":
+                break
+            time.sleep(0.1)
+            command = httpx.get(f"{base}/api/v1/commands/{sent['id']}", headers=headers).json()
+        assert (command["status"], command["case_id"]) == ("acked", case["id"])
+        assert command["answer"]["detail"].startswith("valve closed at ")
         # the equipment simulator's incidents came in meanwhile, and the camera's visits
         rules = {c["rule"] for c in httpx.get(f"{base}/api/v1/clues", headers=headers).json()}
         assert {"elevator.overspeed.tier2", "boiler.overpressure"} <= rules

@@ -159,7 +159,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                         " gas-0001 starts a scripted leak in 5 s: a red clue, its evidence"
                         " and a case follow within a minute. elev-0001 overspeeds at 20 s and"
                         " traps its passengers from 40 s (a clue at 100 s); boiler-0001 is"
-                        " over pressure from 30 s." + camera_note
+                        " over pressure from 30 s." + camera_note + "\n"
+                        "the simulated devices take commands: POST {url}api/v1/commands"
+                        ' {{"device_id": "gas-0001", "command": "close_valve"}} closes the'
+                        " leaking detector's valve (README, The demo)."
                     ),
                 )
             )

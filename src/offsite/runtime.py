@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework import commands
 from offsite.casework.alerts import AlertHub
+from offsite.casework.cases import mark_overdue_tasks
 from offsite.casework.credit import Assessment, assess
 from offsite.casework.directory import DeviceInfo, read_directory
 from offsite.casework.ledger import SigningKey, load_signing_key
@@ -614,6 +615,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.clue_deadline_sweep_s)
             await self.check_deadlines()
+            await self.check_task_deadlines()
 
     async def check_deadlines(self, now: datetime | None = None) -> list[str]:
         """Flag the clues past their deadline and not closed as overdue (an alert each, for
@@ -623,6 +625,16 @@ class Runtime:
                 return await mark_overdue(conn, now or datetime.now(UTC))
         except psycopg.Error as exc:
             _LOG.warning("clue deadline check failed (%s); will retry", exc)
+            return []
+
+    async def check_task_deadlines(self, now: datetime | None = None) -> list[int]:
+        """Flag the tasks of open cases past their due time (an alert each, once); returns
+        their ids. Every worker may run it: rows are claimed."""
+        try:
+            async with self.pool.connection() as conn:
+                return await mark_overdue_tasks(conn, now or datetime.now(UTC))
+        except psycopg.Error as exc:
+            _LOG.warning("case task deadline check failed (%s); will retry", exc)
             return []
 
     # casework

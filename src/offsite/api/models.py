@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from offsite.casework.cases import DecisionKind
 from offsite.casework.lifecycle import Channel, Disposition, Severity
 from offsite.casework.records import ClueDetail
 
@@ -208,6 +210,36 @@ class CaseStep(_Request):
     reason: str | None = _CaseReason
 
 
+class CaseDecide(_Request):
+    """The decision that ends an investigation: 警告 (warning), 罚款 (fine), 责令停产停业
+    (suspension), 吊销许可证照 (revocation), or 不予处罚 (no_violation)."""
+
+    kind: DecisionKind
+    amount_cny: Decimal | None = Field(
+        None,
+        gt=0,
+        max_digits=14,
+        decimal_places=2,
+        description="the fine in yuan, at most two decimals: required for a fine, refused"
+        " otherwise",
+    )
+    legal_basis: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=500)]], Field(min_length=1)]
+        | None
+    ) = Field(None, max_length=50, description="the provisions applied; default: the matter's")
+    reason: str | None = Field(
+        None, max_length=4000, description="notes on the decision: kept in the case's history"
+    )
+
+    @model_validator(mode="after")
+    def _amount_for_a_fine(self) -> Self:
+        if self.kind == "fine" and self.amount_cny is None:
+            raise ValueError("a fine needs amount_cny")
+        if self.kind != "fine" and self.amount_cny is not None:
+            raise ValueError(f"amount_cny is for a fine, not for {self.kind}")
+        return self
+
+
 class CaseTransfer(_Request):
     to_department: str = Field(min_length=1, max_length=100)
     reason: str = Field(min_length=1, max_length=2000, description="why it belongs elsewhere")
@@ -257,3 +289,26 @@ class CommandPublic(_Public):
     deadline_at: datetime
     answered_at: datetime | None
     answer: dict[str, Any] | None
+
+
+class DepartmentDeadlinesPublic(_Public):
+    department: str
+    name: str
+    active: bool
+    within_s: dict[Severity, float] = Field(
+        description="seconds from a clue's opening (from its transfer, once transferred) to"
+        " close or escalate it, by severity"
+    )
+    overridden: list[Severity] = Field(
+        description="severities whose limit is the department's own (clue_deadlines), not"
+        " the default"
+    )
+
+
+class DeadlineTablePublic(_Public):
+    """The clue deadlines in force, department by severity (read-only)."""
+
+    defaults: dict[Severity, float] = Field(
+        description="the settings' limits (OFFSITE_CLUE_DEADLINE_RED_S, ...), seconds"
+    )
+    departments: list[DepartmentDeadlinesPublic]

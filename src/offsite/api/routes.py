@@ -15,6 +15,7 @@ from psycopg import sql
 from offsite.access import scope
 from offsite.api.auth import AUTH_RESPONSES, Actor, Principal, Reader, require_visible
 from offsite.api.models import (
+    CaseDecide,
     CaseHandOver,
     CaseStep,
     CaseTaskComplete,
@@ -30,6 +31,8 @@ from offsite.api.models import (
     ClueTriage,
     CommandCreate,
     CommandPublic,
+    DeadlineTablePublic,
+    DepartmentDeadlinesPublic,
     DepartmentPublic,
     DevicePublic,
     EquipmentPoint,
@@ -43,6 +46,7 @@ from offsite.api.models import (
 from offsite.casework import cases as case_lifecycle
 from offsite.casework import commands, lifecycle
 from offsite.casework.alerts import read_alerts
+from offsite.casework.deadlines import deadline_table
 from offsite.casework.package import PackageError, build_package
 from offsite.casework.records import (
     CASE_COLUMNS,
@@ -316,6 +320,27 @@ async def _matter_names(db: psycopg.AsyncConnection[Any], matter_id: str, depart
         raise HTTPException(403, f"matter {matter_id!r} does not name department {department!r}")
 
 
+@router.get("/deadlines", response_model=DeadlineTablePublic, tags=["clues"])
+async def deadlines(request: Request, db: Db, _: Reader) -> DeadlineTablePublic:
+    """How long each department has to close a clue of each severity: its own limit where
+    it has one, else the settings' default."""
+    defaults = _deadlines(request)
+    table = await deadline_table(db, defaults)
+    return DeadlineTablePublic(
+        defaults=defaults,
+        departments=[
+            DepartmentDeadlinesPublic(
+                department=d.department,
+                name=d.name,
+                active=d.active,
+                within_s=d.within_s,
+                overridden=d.overridden,
+            )
+            for d in table
+        ],
+    )
+
+
 @router.post(
     "/clues",
     response_model=ClueReportPublic,
@@ -484,9 +509,15 @@ async def investigate_case(db: Db, principal: Actor, case_id: str, body: CaseSte
 
 
 @router.post("/cases/{case_id}/decide", response_model=CaseDetail, tags=["cases"])
-async def decide_case(db: Db, principal: Actor, case_id: str, body: CaseStep) -> CaseDetail:
-    """The investigation ends in a decision (the reason says which)."""
-    return await _case_step(db, case_id, "decide", principal, reason=body.reason)
+async def decide_case(db: Db, principal: Actor, case_id: str, body: CaseDecide) -> CaseDetail:
+    """The investigation ends in a decision: its kind, the amount of a fine, the legal
+    basis (default: the matter's); the reason holds the notes."""
+    decision = case_lifecycle.Decision(
+        kind=body.kind,
+        amount_cny=body.amount_cny,
+        legal_basis=None if body.legal_basis is None else tuple(body.legal_basis),
+    )
+    return await _case_step(db, case_id, "decide", principal, reason=body.reason, decision=decision)
 
 
 @router.post("/cases/{case_id}/rectify", response_model=CaseDetail, tags=["cases"])

@@ -11,7 +11,9 @@ transaction that makes it, as for clues (`lifecycle`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
@@ -21,6 +23,7 @@ from psycopg.types.json import Jsonb
 from offsite.casework import ledger
 from offsite.casework.records import (
     CASE_COLUMNS,
+    CaseDecisionPublic,
     CaseDetail,
     CaseEventPublic,
     CaseHandoverPublic,
@@ -32,6 +35,8 @@ from offsite.casework.service import append_alert, read_clue
 _LOG = logging.getLogger(__name__)
 
 Action = Literal["investigate", "decide", "rectify", "close", "transfer", "hand_over"]
+DecisionKind = Literal["warning", "fine", "suspension", "revocation", "no_violation"]
+"""警告, 罚款, 责令停产停业 (suspension), 吊销许可证照 (revocation), or 不予处罚."""
 
 OPEN = frozenset({"filed", "investigating", "decision", "rectification"})
 TRANSITIONS: dict[Action, tuple[frozenset[str], str | None]] = {
@@ -64,6 +69,66 @@ class TransitionRefusedError(CaseError):
 
 class UnknownReferenceError(CaseError):
     status = 422
+
+
+class InvalidDecisionError(CaseError):
+    status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the decision step decides; `legal_basis` None means the matter's."""
+
+    kind: DecisionKind
+    amount_cny: Decimal | None = None
+    legal_basis: tuple[str, ...] | None = None
+
+    def problems(self) -> str | None:
+        if self.kind == "fine":
+            if self.amount_cny is None or self.amount_cny <= 0:
+                return "a fine needs amount_cny above zero"
+            if self.amount_cny != self.amount_cny.quantize(Decimal("0.01")):
+                return "amount_cny has at most two decimal places (fen)"
+        elif self.amount_cny is not None:
+            return f"amount_cny is for a fine, not for {self.kind}"
+        if self.legal_basis is not None and not all(b.strip() for b in self.legal_basis):
+            return "legal_basis names no empty provision"
+        return None
+
+
+async def _record_decision(
+    conn: psycopg.AsyncConnection[Any],
+    case_id: str,
+    decision: Decision,
+    note: str | None,
+    actor: str,
+) -> dict[str, Any]:
+    """Store the decision; returns it as recorded (the legal basis filled in), for the
+    event and the ledger, the amount as exact decimal text."""
+    problem = decision.problems()
+    if problem is not None:
+        raise InvalidDecisionError(problem)
+    basis = list(decision.legal_basis) if decision.legal_basis is not None else None
+    if basis is None:
+        # The matter's current provisions; the case's own copy from its filing otherwise.
+        cur = await conn.execute(
+            "SELECT coalesce(nullif(m.legal_basis, '{}'), c.legal_basis) FROM cases c"
+            " LEFT JOIN matters m ON m.id = c.matter_id WHERE c.id = %s",
+            (case_id,),
+        )
+        row = await cur.fetchone()
+        basis = list(row[0]) if row is not None and row[0] else []
+        if not basis:
+            raise InvalidDecisionError(
+                f"case {case_id}'s matter names no legal basis: give legal_basis"
+            )
+    await conn.execute(
+        "INSERT INTO case_decisions (case_id, kind, amount_cny, legal_basis, note, decided_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (case_id, decision.kind, decision.amount_cny, basis, note, actor),
+    )
+    amount = None if decision.amount_cny is None else f"{decision.amount_cny:.2f}"
+    return {"kind": decision.kind, "amount_cny": amount, "legal_basis": basis}
 
 
 async def _lock(conn: psycopg.AsyncConnection[Any], case_id: str) -> tuple[str, str]:
@@ -116,6 +181,7 @@ async def step(
     reason: str | None = None,
     department: str | None = None,
     recipient: str | None = None,
+    decision: Decision | None = None,
 ) -> CasePublic:
     """Take one step in the caller's open transaction; the case row is locked for it, so two
     officers acting at once are serialised and the second sees the first's result."""
@@ -148,6 +214,18 @@ async def step(
         await conn.execute("UPDATE cases SET department = %s WHERE id = %s", (department, case_id))
         payload |= {"from_department": current_department, "department": department}
         details = {"from_department": current_department}
+    elif action == "decide":
+        assert decision is not None
+        recorded = await _record_decision(conn, case_id, decision, reason, actor)
+        payload["decision"] = recorded
+        details = dict(recorded)
+    elif action == "rectify":
+        cur = await conn.execute("SELECT kind FROM case_decisions WHERE case_id = %s", (case_id,))
+        decided = await cur.fetchone()
+        if decided is not None and decided[0] == "no_violation":
+            raise TransitionRefusedError(
+                f"case {case_id} was decided no_violation: there is nothing to rectify; close it"
+            )
     elif action == "hand_over":
         assert recipient is not None
         assert reason is not None
@@ -296,6 +374,71 @@ async def complete_task(
     await _alert(conn, "case.task_completed", case_id, {"actor": actor, "task_id": task_id})
 
 
+DEADLINE_ACTOR = "offsite:deadlines"
+
+
+async def mark_overdue_tasks(conn: psycopg.AsyncConnection[Any], now: datetime) -> list[int]:
+    """Flag every task of an open case past its due time and not completed, in one
+    transaction of the caller's idle connection; returns their ids. Each is flagged once
+    (`overdue_at`) with a `task_overdue` event, a `case.task_overdue` ledger entry and an
+    alert for the console. Rows another sweep holds are skipped: it flags them. The tasks
+    of a closed or handed-over case are frozen and raise nothing."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT t.id, t.case_id, t.title, t.assignee, t.due_at, c.status, c.department"
+            " FROM case_tasks t JOIN cases c ON c.id = t.case_id"
+            " WHERE t.completed_at IS NULL AND t.overdue_at IS NULL AND t.due_at < %s"
+            " AND c.status = ANY(%s)"
+            " ORDER BY t.due_at, t.id LIMIT 500 FOR UPDATE OF t SKIP LOCKED",
+            (now, sorted(OPEN)),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return []
+        drafts: list[ledger.Draft] = []
+        for task_id, case_id, title, assignee, due_at, status, department in rows:
+            await conn.execute(
+                "UPDATE case_tasks SET overdue_at = %s WHERE id = %s", (now, task_id)
+            )
+            details = {"task_id": task_id, "title": title, "assignee": assignee}
+            await _record_event(
+                conn,
+                case_id,
+                DEADLINE_ACTOR,
+                "task_overdue",
+                status,
+                status,
+                department,
+                f"task due {due_at.isoformat()} not completed",
+                {**details, "due_at": due_at.isoformat()},
+            )
+            drafts.append(
+                ledger.Draft(
+                    DEADLINE_ACTOR,
+                    "case.task_overdue",
+                    "case",
+                    case_id,
+                    {"case_id": case_id, **details, "due_at": due_at},
+                )
+            )
+        await ledger.append(conn, drafts)
+        for task_id, case_id, title, assignee, due_at, *_ in rows:
+            await _alert(
+                conn,
+                "case.task_overdue",
+                case_id,
+                {
+                    "task_id": task_id,
+                    "title": title,
+                    "assignee": assignee,
+                    "due_at": due_at.isoformat(),
+                },
+            )
+    ids = [int(r[0]) for r in rows]
+    _LOG.warning("%d case task(s) overdue: %s", len(ids), ", ".join(map(str, ids)))
+    return ids
+
+
 async def read_case(conn: psycopg.AsyncConnection[Any], case_id: str) -> CasePublic:
     cur = await conn.execute(
         sql.SQL("SELECT {} FROM cases WHERE id = %s").format(CASE_COLUMNS), (case_id,)
@@ -322,7 +465,7 @@ async def read_detail(conn: psycopg.AsyncConnection[Any], case_id: str) -> CaseD
     ]
     cur = await conn.execute(
         "SELECT id, title, assignee, due_at, created_at, created_by, completed_at,"
-        " completed_by, note, completed_at IS NULL AND due_at < now()"
+        " completed_by, note, overdue_at, completed_at IS NULL AND due_at < now()"
         " FROM case_tasks WHERE case_id = %s ORDER BY id",
         (case_id,),
     )
@@ -344,4 +487,19 @@ async def read_detail(conn: psycopg.AsyncConnection[Any], case_id: str) -> CaseD
         if row is not None
         else None
     )
-    return CaseDetail(**case.model_dump(), events=events, tasks=tasks, handover=handover)
+    cur = await conn.execute(
+        "SELECT kind, amount_cny, legal_basis, note, decided_at, decided_by"
+        " FROM case_decisions WHERE case_id = %s",
+        (case_id,),
+    )
+    row = await cur.fetchone()
+    decision = (
+        CaseDecisionPublic.model_validate(
+            dict(zip(CaseDecisionPublic.model_fields.keys(), row, strict=True))
+        )
+        if row is not None
+        else None
+    )
+    return CaseDetail(
+        **case.model_dump(), events=events, tasks=tasks, handover=handover, decision=decision
+    )

@@ -142,22 +142,33 @@ async def step(
         if action == "transfer" and department == clue.department:
             raise TransitionRefusedError(f"clue {clue_id} is already with {department}")
         new_department = department
-        # The clock runs from when the clue came in: passing it on buys no time.
-        await conn.execute(
-            sql.SQL("UPDATE clues SET department = %s, deadline_at = {} WHERE id = %s").format(
-                DEADLINE_SQL
-            ),
+        # Assigned, the clock runs from when the clue came in: triage buys no time. Handed
+        # on to another department, a new clock starts for it: it cannot be late for the
+        # time the clue spent with the wrong one. Either way the overdue flag belonged to the
+        # old deadline; the sweep flags the clue again if the new one has passed too.
+        start = clue.opened_at if action == "assign" else datetime.now(UTC)
+        cur = await conn.execute(
+            sql.SQL(
+                "UPDATE clues c SET department = %s, deadline_at = {}, overdue = false"
+                " FROM (SELECT overdue FROM clues WHERE id = %s) old WHERE c.id = %s"
+                " RETURNING c.deadline_at, old.overdue"
+            ).format(DEADLINE_SQL),
             (
                 department,
-                clue.opened_at,
+                start,
                 department,
                 clue.severity,
                 deadlines[clue.severity],
                 clue_id,
+                clue_id,
             ),
         )
+        changed = await cur.fetchone()
+        assert changed is not None
         payload["from_department"] = clue.department
         payload["department"] = department
+        payload["deadline_at"] = changed[0]
+        payload["overdue_cleared"] = bool(changed[1])
     elif action == "close":
         assert disposition is not None
         await conn.execute(
@@ -199,6 +210,10 @@ async def step(
         payload["case_id"] = case_id
     await conn.execute("UPDATE clues SET status = %s WHERE id = %s", (to_status, clue_id))
     details: dict[str, Any] = {k: payload[k] for k in ("disposition", "case_id") if k in payload}
+    if "deadline_at" in payload:
+        details["deadline_at"] = payload["deadline_at"].isoformat()
+        if payload["overdue_cleared"]:
+            details["overdue_cleared"] = True
     await record_event(
         conn, clue_id, actor, to_status, clue.status, to_status, new_department, reason, details
     )

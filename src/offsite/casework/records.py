@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 CLUE_FIELDS = (
     "id",
@@ -173,6 +174,8 @@ class CaseTaskPublic(_Public):
     completed_at: datetime | None
     completed_by: str | None
     note: str | None
+    overdue_at: datetime | None
+    """When the deadline sweep found it past due and alerted (once); kept once completed."""
     overdue: bool
     """Not completed and past its due time, as of the read."""
 
@@ -192,12 +195,26 @@ class CaseHandoverPublic(_Public):
     """The hand-over's own ledger entry."""
 
 
+class CaseDecisionPublic(_Public):
+    """The case's decision (处罚决定, or 不予处罚)."""
+
+    kind: Literal["warning", "fine", "suspension", "revocation", "no_violation"]
+    amount_cny: Annotated[Decimal, PlainSerializer(float, return_type=float)] | None
+    """The fine, in yuan (two decimals); only for a fine."""
+    legal_basis: list[str]
+    """The provisions it rests on: as given, else the matter's."""
+    note: str | None
+    decided_at: datetime
+    decided_by: str
+
+
 class CaseDetail(CasePublic):
     """A case with every step taken on it and its tasks, oldest first."""
 
     events: list[CaseEventPublic]
     tasks: list[CaseTaskPublic]
     handover: CaseHandoverPublic | None
+    decision: CaseDecisionPublic | None
 
 
 class EvidencePublic(_Public):

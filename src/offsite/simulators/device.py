@@ -1,13 +1,20 @@
 """The MQTT connection every simulated device has: its own client, a retained `online`
 status said again on every (re)connect, `offline` as its last will, a buffer while the
-broker is away, and a clean stop that says `offline` itself."""
+broker is away, a clean stop that says `offline` itself, and, for a device that takes
+commands, its `cmd` topic subscribed with every acknowledgement published on `cmd/ack`."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from datetime import UTC, datetime
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from offsite.simulators.commands import Handler, answer, cmd_topic
+
+_LOG = logging.getLogger(__name__)
 
 
 def device_client(
@@ -18,17 +25,37 @@ def device_client(
     *,
     protocol: str = "3.1.1",
     buffered: int = 100_000,
+    on_command: Handler | None = None,
 ) -> paho.Client:
-    """Connecting in the background (start its loop to send)."""
+    """Connecting in the background (start its loop to send). With `on_command`, commands
+    are carried out on paho's network thread: the handler must guard what it shares."""
     status = f"offsite/v1/{domain}/{device_id}/status"
+    commands = cmd_topic(domain, device_id)
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"sim-{device_id}",
         protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
     )
     client.will_set(status, b"offline", qos=1, retain=True)
-    # Said again on every reconnect, after the broker may have published the will.
-    client.on_connect = lambda c, *_: c.publish(status, b"online", qos=1, retain=True)
+
+    def on_connect(c: paho.Client, *_: object) -> None:
+        # Said again on every reconnect, after the broker may have published the will; the
+        # session is clean, so the command subscription is made again too.
+        c.publish(status, b"online", qos=1, retain=True)
+        if on_command is not None:
+            c.subscribe(commands, qos=1)
+
+    def on_message(c: paho.Client, _: object, msg: paho.MQTTMessage) -> None:
+        if on_command is None or msg.topic != commands:
+            return
+        ack = answer(bytes(msg.payload), on_command, datetime.now(UTC))
+        if ack is None:
+            return
+        _LOG.info("%s: %s -> ok=%s (%s)", device_id, ack.command_id, ack.ok, ack.detail)
+        c.publish(commands + "/ack", ack.model_dump_json().encode(), qos=1)
+
+    client.on_connect = on_connect
+    client.on_message = on_message
     client.max_queued_messages_set(buffered)
     client.reconnect_delay_set(1, 10)
     client.connect_async(host, port, keepalive=30)

@@ -9,7 +9,11 @@ floors; the boiler (`boiler-0001`, rated 1.25 MPa) holds its working pressure. W
   (passengers trapped), and the alarm button is held from 55 s to 65 s;
 - boiler, from 30 s: pressure climbs to 1.12x rated and holds 40 s before it is relieved.
 
-Each device is its own MQTT client with a last will, like the gas simulator.
+Each device is its own MQTT client with a last will, like the gas simulator, and takes the
+commands of its kind on its `cmd` topic: the elevator `out_of_service` (it is brought to a
+landing, opens its doors and stops: speed 0, not moving, in the door zone, until
+`return_to_service`), the boiler `shutdown` (burner off: pressure and temperature fall and
+stay down). Anything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from offsite.simulators.commands import unknown
 from offsite.simulators.device import device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
@@ -96,12 +102,103 @@ class BoilerScript:
         }
 
 
+ELEVATOR_COMMANDS = ("out_of_service", "return_to_service")
+BOILER_COMMANDS = ("shutdown",)
+BOILER_COOLING_S = 60.0
+"""After a shutdown, pressure above atmospheric and temperature above ambient halve this often."""
+
+
+class ElevatorControl:
+    """The elevator's service state: commands come in on paho's thread while the
+    publishing loop reads the script, hence the lock."""
+
+    def __init__(self, script: ElevatorScript) -> None:
+        self.script = script
+        self._lock = threading.Lock()
+        self._parked_floor: int | None = None
+        self._floor = 1
+
+    def command(self, command: str, _params: dict[str, Any]) -> tuple[bool, str]:
+        with self._lock:
+            if command == "out_of_service":
+                if self._parked_floor is not None:
+                    return True, f"already out of service at floor {self._parked_floor}"
+                self._parked_floor = self._floor
+                return True, f"out of service: stopped at floor {self._floor}, doors open"
+            if command == "return_to_service":
+                if self._parked_floor is None:
+                    return True, "already in service"
+                self._parked_floor = None
+                return True, "back in service"
+        return unknown(command, "elevator", ELEVATOR_COMMANDS)
+
+    def reading(self, t: float, *, incidents: bool) -> dict[str, Any]:
+        with self._lock:
+            if self._parked_floor is not None:
+                # Brought to a landing and stopped: no trip, no incident, doors open.
+                state = self.script.reading(t, incidents=False)
+                return state | {
+                    "speed_mps": 0.0,
+                    "moving": False,
+                    "in_door_zone": True,
+                    "door": "open",
+                    "floor": self._parked_floor,
+                    "alarm_button": False,
+                }
+            state = self.script.reading(t, incidents=incidents)
+            self._floor = int(state["floor"])
+            return state
+
+
+class BoilerControl:
+    """The boiler's burner: on until a `shutdown`, then cooling for good."""
+
+    def __init__(self, script: BoilerScript) -> None:
+        self.script = script
+        self._lock = threading.Lock()
+        self._shut_down_at: float | None = None
+        self._last: dict[str, Any] = {}
+
+    def command(self, command: str, _params: dict[str, Any]) -> tuple[bool, str]:
+        with self._lock:
+            if command == "shutdown":
+                if self._shut_down_at is not None:
+                    return True, "already shut down"
+                self._shut_down_at = time.monotonic()
+                pressure = self._last.get("pressure_mpa")
+                at = f" at {pressure:.3f} MPa" if pressure is not None else ""
+                return True, f"burner shut down{at}"
+        return unknown(command, "boiler", BOILER_COMMANDS)
+
+    def reading(self, t: float, *, incidents: bool) -> dict[str, Any]:
+        with self._lock:
+            if self._shut_down_at is None or not self._last:
+                self._last = self.script.reading(t, incidents=incidents)
+                return self._last
+            decay = 0.5 ** ((time.monotonic() - self._shut_down_at) / BOILER_COOLING_S)
+            last = self._last
+            return {
+                "pressure_mpa": round(last["pressure_mpa"] * decay, 4),
+                "temp_c": round(20.0 + (last["temp_c"] - 20.0) * decay, 2),
+                "water_level_mm": last["water_level_mm"],
+            }
+
+
 class _Device:
-    def __init__(self, device_id: str, host: str, port: int, protocol: str) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        host: str,
+        port: int,
+        protocol: str,
+        on_command: Callable[[str, dict[str, Any]], tuple[bool, str]],
+    ) -> None:
         self.device_id = device_id
         self.seq = 0  # counts from zero again after a restart, as devices do
         self.topic = f"offsite/v1/equipment/{device_id}/telemetry"
-        self.client = device_client("equipment", device_id, host, port, protocol=protocol)
+        self.client = device_client(
+            "equipment", device_id, host, port, protocol=protocol, on_command=on_command
+        )
         self.client.loop_start()
 
     def send(self, now: datetime, fields: dict[str, Any]) -> None:
@@ -128,10 +225,10 @@ def run_equipment(
     """Publish until `duration_s` passes or `stop` is set; returns readings published."""
     stop = stop or threading.Event()
     incidents = scenario == "incidents"
-    elevator, boiler = ElevatorScript(), BoilerScript()
+    elevator, boiler = ElevatorControl(ElevatorScript()), BoilerControl(BoilerScript())
     devices = (
-        (_Device(elevator_id, host, port, protocol), elevator.reading),
-        (_Device(boiler_id, host, port, protocol), boiler.reading),
+        (_Device(elevator_id, host, port, protocol, elevator.command), elevator.reading),
+        (_Device(boiler_id, host, port, protocol, boiler.command), boiler.reading),
     )
     started = time.monotonic()
     period = 1.0 / rate_hz
