@@ -26,12 +26,14 @@ from pydantic import ValidationError
 
 from offsite.access import people
 from offsite.casework.ledger import LedgerError, decode_base64, load_signing_key
+from offsite.cli_devices import add_devices_parser
 from offsite.config import Settings
 from offsite.embedded import EmbeddedError, broker_running, start_postgres
 from offsite.footage import footage_dir
 from offsite.gateway.errors import GatewayError
 from offsite.ingest.errors import IngestError
 from offsite.ingest.schema import migrate
+from offsite.registry.credentials import CredentialError
 from offsite.registry.store import RegistryError, demo_registry_path, load_registry
 
 _LOG = logging.getLogger("offsite")
@@ -624,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evidence(sub)
     _add_inspections(sub)
     _add_people(sub)
+    add_devices_parser(sub)
     return parser
 
 
@@ -789,6 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RegistryError,
         LedgerError,
         people.PeopleError,
+        CredentialError,
         psycopg.OperationalError,
     ) as exc:
         print(f"offsite: {exc}", file=sys.stderr)

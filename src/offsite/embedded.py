@@ -69,6 +69,30 @@ def mosquitto_config(port: int, data_dir: Path, extra: str = "") -> str:
     return f"{text}\n{extra}"
 
 
+def secure_mosquitto_config(
+    port: int,
+    data_dir: Path,
+    passwd: Path,
+    acl: Path,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> str:
+    """The production configuration (mosquitto-secure.conf) on a loopback port, with the
+    given password and ACL files and TLS files (CA, certificate, key), or no TLS."""
+    text = resources.files("offsite.deploy").joinpath("mosquitto-secure.conf").read_text("utf-8")
+    text = re.sub(r"(?m)^listener .*$", f"listener {port} 127.0.0.1", text)
+    text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", text)
+    text = re.sub(r"(?m)^password_file .*$", f"password_file {passwd}", text)
+    text = re.sub(r"(?m)^acl_file .*$", f"acl_file {acl}", text)
+    if tls is None:
+        text = re.sub(
+            r"(?m)^(cafile|certfile|keyfile|tls_version|require_certificate) .*\n", "", text
+        )
+    else:
+        for key, path in zip(("cafile", "certfile", "keyfile"), tls, strict=True):
+            text = re.sub(rf"(?m)^{key} .*$", f"{key} {path}", text)
+    return text
+
+
 def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
@@ -76,7 +100,10 @@ def find_mosquitto() -> str | None:
     )
 
 
-def start_mosquitto(port: int, data_dir: Path, extra: str = "") -> subprocess.Popen[bytes]:
+def start_mosquitto(
+    port: int, data_dir: Path, extra: str = "", *, config: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Mosquitto with the project's development configuration, or `config` if given."""
     binary = find_mosquitto()
     if binary is None:
         raise EmbeddedError("mosquitto is not installed")
@@ -86,7 +113,8 @@ def start_mosquitto(port: int, data_dir: Path, extra: str = "") -> subprocess.Po
         # private temporary directory: this broker is ours, it keeps our user.
         extra = f"user root\n{extra}"
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(mosquitto_config(port, data_dir, extra))
+    base = mosquitto_config(port, data_dir) if config is None else config
+    conf.write_text(f"{base}\n{extra}")
     log = (data_dir / "mosquitto.log").open("ab")
     # A session of its own: Ctrl-C reaches the whole foreground process group, and the
     # broker must outlive the gateway's last acknowledgements; its owner stops it.
