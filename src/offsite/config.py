@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -33,18 +35,36 @@ class Settings(BaseSettings):
         "development", description="production refuses default secrets"
     )
     database_url: str | None = Field(None, description="postgresql:// URL; unset: embedded")
-    mqtt_url: str | None = Field(None, description="mqtt://host:port; unset: embedded broker")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://host:port, or mqtts://host:port for TLS; unset: embedded broker"
+    )
     mqtt_protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT version of the gateway's own connection"
     )
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_client_id: str = Field("offsite-gateway", description="persistent session id")
+    mqtt_tls_ca_file: Path | None = Field(
+        None, description="CA certificates that sign the broker's (mqtts://); unset: the system's"
+    )
+    mqtt_tls_cert_file: Path | None = Field(
+        None, description="client certificate, for a broker that demands one (mqtts://)"
+    )
+    mqtt_tls_key_file: Path | None = Field(None, description="the client certificate's key")
+    device_credentials: Path | None = Field(
+        None,
+        description="simulators: JSON {device_id: secret} from `offsite devices credentials"
+        " issue --output`; each device logs in as its id",
+    )
     mqtt_shared_group: str | None = Field(
         None, description="subscribe as $share/<group>/... so several workers split the load"
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
+    http_tls_cert_file: Path | None = Field(
+        None, description="serve HTTPS with this certificate chain (PEM); unset: plain HTTP"
+    )
+    http_tls_key_file: Path | None = Field(None, description="the HTTPS certificate's key")
     bootstrap_token: SecretStr = Field(
         SecretStr(DEVELOPMENT_TOKEN), description="admin API token accepted from start-up"
     )
@@ -65,6 +85,21 @@ class Settings(BaseSettings):
         20_000, gt=0, description="bounded hand-off from MQTT to the writer; full: back-pressure"
     )
     ingest_batch_messages: int = Field(5_000, gt=0)
+    flood_factor: float = Field(
+        10.0,
+        ge=0,
+        description="a device is throttled above this many times its declared rate (one message"
+        " per expected_interval_s); 0: no throttling",
+    )
+    flood_burst_messages: int = Field(
+        600, ge=1, description="messages a device may send at once beyond its rate (a backlog)"
+    )
+    flood_min_rate_per_s: float = Field(
+        1.0, gt=0, description="the throttle never holds a device below this many messages/s"
+    )
+    flood_quiet_s: float = Field(
+        60.0, gt=0, description="a flooding episode ends after this long without a refusal"
+    )
 
     gas_level1_pct: float = Field(25.0, gt=0, le=100, description="GB/T 50493: at most 25")
     gas_level2_pct: float = Field(50.0, gt=0, le=100, description="GB/T 50493: at most 50")
@@ -154,9 +189,19 @@ class Settings(BaseSettings):
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("OFFSITE_MQTT_URL must look like mqtt://host:port")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError("OFFSITE_MQTT_URL must look like mqtt://host:port or mqtts://...")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Self:
+        for cert, key, name in (
+            (self.mqtt_tls_cert_file, self.mqtt_tls_key_file, "OFFSITE_MQTT_TLS"),
+            (self.http_tls_cert_file, self.http_tls_key_file, "OFFSITE_HTTP_TLS"),
+        ):
+            if (cert is None) != (key is None):
+                raise ValueError(f"{name}_CERT_FILE and {name}_KEY_FILE go together")
+        return self
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Self:
@@ -192,7 +237,31 @@ class Settings(BaseSettings):
     @staticmethod
     def mqtt_host_port_of(url: str) -> tuple[str, int]:
         parts = urlsplit(url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
+        default = 8883 if parts.scheme == "mqtts" else 1883
+        return parts.hostname or "127.0.0.1", parts.port or default
+
+    def mqtt_tls(self, url: str) -> ssl.SSLContext | None:
+        """The TLS context for an mqtts:// URL (the broker's certificate and name verified),
+        None for plain mqtt://."""
+        if urlsplit(url).scheme != "mqtts":
+            return None
+        ca = self.mqtt_tls_ca_file
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.mqtt_tls_cert_file is not None and self.mqtt_tls_key_file is not None:
+            context.load_cert_chain(self.mqtt_tls_cert_file, self.mqtt_tls_key_file)
+        return context
+
+    def device_secrets(self) -> dict[str, str]:
+        """The simulators' device secrets (empty: anonymous, the development broker)."""
+        if self.device_credentials is None:
+            return {}
+        data = json.loads(self.device_credentials.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise ValueError(f"{self.device_credentials}: expected a JSON object of strings")
+        return data
 
 
 @lru_cache(maxsize=1)

@@ -171,8 +171,13 @@ class FrameIntake:
             if len(item.payload) > self.settings.max_frame_bytes:
                 self.metrics.refused.labels("too large").inc()
                 continue
+            props = user_properties(item.properties)
+            if props.get("device_id", camera_id) != camera_id:
+                # a frame claiming another camera's identity (decode.IDENTITY_MISMATCH)
+                self.metrics.refused.labels("identity_mismatch").inc()
+                continue
             try:
-                ts, seq = frame_time(user_properties(item.properties), item.received_at)
+                ts, seq = frame_time(props, item.received_at)
             except ValueError:
                 self.metrics.refused.labels("bad ts or seq").inc()
                 continue

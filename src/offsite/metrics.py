@@ -38,6 +38,13 @@ class Metrics:
             "messages or readings refused into quarantine",
             registry=self.registry,
         )
+        self.refused = Counter(
+            "offsite_refused_messages",
+            "messages refused by device: rate_limited (throttled before decoding; one sample"
+            " per episode quarantined) or identity_mismatch (quarantined)",
+            ["reason", "device_id"],
+            registry=self.registry,
+        )
         self.acked = Counter(
             "offsite_mqtt_acked",
             "QoS 1 messages acknowledged after commit",

@@ -47,10 +47,19 @@ from offsite.detectors.rulepack import (
 from offsite.detectors.silence import SilenceDetector
 from offsite.frames import FRAME_TOPIC, FrameIntake, FrameSettings, camera_configs
 from offsite.gateway.columns import GasColumns
-from offsite.gateway.decode import Decoded, KnownDevice, Refusal, decode_message
+from offsite.gateway.decode import (
+    IDENTITY_MISMATCH,
+    Decoded,
+    KnownDevice,
+    Refusal,
+    decode_message,
+    identity_refusal,
+    parse_topic,
+)
 from offsite.gateway.equipment_payloads import EquipmentReading
 from offsite.gateway.errors import BrokerUnavailableError
-from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions
+from offsite.gateway.flooding import RATE_LIMITED, FloodGuard, Verdict
+from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions, user_properties
 from offsite.gateway.payloads import CommandAck, GasReading
 from offsite.ingest.schema import Flavour, migrate
 from offsite.ingest.writer import BatchResult, StatusChange, write_batch
@@ -96,6 +105,8 @@ class _DecodedBatch:
     statuses: list[StatusChange] = field(default_factory=list)
     firsts: list[float] = field(default_factory=list)
     """Device time of each message's first reading, for publish-to-commit latency."""
+    flagged: list[Finding] = field(default_factory=list)
+    """Devices found flooding in this batch (raised after its commit, with the rest)."""
 
 
 class Runtime:
@@ -118,6 +129,16 @@ class Runtime:
         self.engine = ScalarEngine(self.packs, (), overrides)
         self.flapping = FlappingDetector.from_packs(self.packs)
         self.silence = SilenceDetector(settings.silent_after_intervals)
+        self.flood: FloodGuard | None = (
+            FloodGuard(
+                settings.flood_factor,
+                settings.flood_burst_messages,
+                settings.flood_min_rate_per_s,
+                settings.flood_quiet_s,
+            )
+            if settings.flood_factor > 0
+            else None
+        )
         self.frames = FrameIntake(
             FrameSettings(
                 budget_fps=settings.video_budget_fps,
@@ -160,6 +181,7 @@ class Runtime:
             if self.mqtt_url is not None:
                 host, port = self.settings.mqtt_host_port_of(self.mqtt_url)
                 password = self.settings.mqtt_password
+                tls = self.settings.mqtt_tls(self.mqtt_url)
                 self.gateway = MqttGateway(
                     MqttOptions(
                         host=host,
@@ -170,6 +192,7 @@ class Runtime:
                         password=password.get_secret_value() if password else None,
                         shared_group=self.settings.mqtt_shared_group,
                         capacity=self.settings.ingest_queue_messages,
+                        tls=tls,
                     ),
                     asyncio.get_running_loop(),
                 )
@@ -190,6 +213,7 @@ class Runtime:
                         subscriptions=(FRAME_TOPIC,),
                         qos=0,
                         persistent=False,
+                        tls=tls,
                     ),
                     asyncio.get_running_loop(),
                 )
@@ -247,6 +271,8 @@ class Runtime:
             directory = await read_directory(conn)
         self.directory = directory
         self._known = {d.id: KnownDevice(d.id, d.domain, d.kind) for d in directory.values()}
+        if self.flood is not None:
+            self.flood.set_devices({d.id: d.expected_interval_s for d in directory.values()})
         self.engine.set_devices(
             DeviceProfile.of(d.id, d.kind, d.subject_id, d.risk_tier, d.attributes)
             for d in directory.values()
@@ -300,6 +326,8 @@ class Runtime:
                 # A commit that lands meanwhile is acknowledged and its findings raised
                 # now, not after the whole batch is decoded: alert latency under load.
                 await asyncio.sleep(0)
+            if self.flood is not None and not self._admitted(item, out):
+                continue  # refused before any decoding: a flood costs a lookup per message
             decoded = self._decode(item, now)
             if decoded.gas:
                 out.firsts.append(decoded.gas[0][1].ts.timestamp())
@@ -309,6 +337,9 @@ class Runtime:
                 out.equipment.extend(decoded.equipment)
             if decoded.refusals:
                 out.refusals.extend(decoded.refusals)
+                for refusal in decoded.refusals:
+                    if refusal.reason.startswith(IDENTITY_MISMATCH):
+                        self.metrics.refused.labels(IDENTITY_MISMATCH, refusal.device_id).inc()
             if decoded.status is not None:
                 out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
             if decoded.acks:
@@ -329,7 +360,38 @@ class Runtime:
         self.metrics.quarantined.inc(result.quarantined)
         await self._detect(d)
 
+    def _admitted(self, item: Inbound, out: _DecodedBatch) -> bool:
+        """The flood guard's verdict; a refused message is counted, the first of an
+        episode also kept as a quarantined sample and flagged as a device-health clue."""
+        assert self.flood is not None
+        topic = parse_topic(item.topic)
+        if topic is None:
+            return True  # quarantined as an unknown topic by the decoder
+        verdict = self.flood.admit(topic.device_id, item.received_at.timestamp())
+        if verdict is Verdict.ADMITTED:
+            return True
+        self.metrics.refused.labels(RATE_LIMITED, topic.device_id).inc()
+        if verdict is Verdict.REFUSED_FIRST:
+            out.flagged.extend(self.flood.take_opened())
+            reason = (
+                f"{RATE_LIMITED}: device far above its declared rate; this is the first"
+                " message refused, the rest are counted in offsite_refused_messages"
+            )
+            out.refusals.append(Refusal(item.topic, topic.device_id, reason, item.payload))
+        return False
+
     def _decode(self, item: Inbound, now: datetime) -> Decoded:
+        if item.properties:
+            # MQTT 5: an identity in a user property must be the topic's, like one in the
+            # payload (decode.py). The broker does not tell who published: its ACL is the
+            # primary defence, this catches a device configured with another's id.
+            claimed = user_properties(item.properties).get("device_id")
+            topic = parse_topic(item.topic)
+            if claimed is not None and topic is not None and claimed != topic.device_id:
+                out = Decoded()
+                refusal = identity_refusal(item.topic, topic.device_id, claimed, item.payload)
+                out.refusals.append(refusal)
+                return out
         return decode_message(
             item.topic,
             item.payload,
@@ -382,7 +444,7 @@ class Runtime:
                 gas, equipment = [], []
 
     async def _detect(self, d: _DecodedBatch) -> None:
-        findings: list[Finding] = []
+        findings: list[Finding] = list(d.flagged)
         batches = []
         if d.gas_columns is not None:
             batches.append(gas_batch(d.gas_columns, d.now))
@@ -682,6 +744,8 @@ class Runtime:
             await asyncio.sleep(self.settings.silent_sweep_s)
             now = datetime.now(UTC)
             swept = self.silence.sweep(now)
+            if self.flood is not None:
+                swept.extend(self.flood.sweep(now.timestamp()))
             if self.flapping is not None:
                 swept.extend(self.flapping.sweep(now))
             if self.video_gateway is not None:

@@ -20,6 +20,8 @@ from offsite.gateway.equipment_payloads import EQUIPMENT_READINGS, EquipmentRead
 from offsite.gateway.payloads import CommandAck, DeviceStatus, GasReading, Reading
 
 TOPIC_PREFIX: Final = "offsite/v1/"
+IDENTITY_MISMATCH: Final = "identity_mismatch"
+"""Reason (prefix) of a payload whose claimed device is not the one of its topic."""
 _MAX_FUTURE = timedelta(days=1)
 
 
@@ -207,6 +209,8 @@ def _decode_items(
         out.refusals.append(Refusal(topic, device_id, reason, payload))
         return
     if isinstance(document, dict):
+        if _claims_other(out, topic, device_id, document, payload):
+            return
         try:
             sink.append((device_id, one.validate_python(document)))
         except ValidationError as exc:
@@ -221,8 +225,33 @@ def _decode_items(
         out.refusals.append(Refusal(topic, device_id, reason, payload))
         return
     for index, item in enumerate(document):
+        if isinstance(item, dict) and "device_id" in item:
+            body = json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
+            if _claims_other(out, topic, device_id, item, body):
+                continue
         try:
             sink.append((device_id, one.validate_python(item)))
         except ValidationError as exc:
             body = json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
             out.refusals.append(Refusal(topic, device_id, _describe(exc, index), body))
+
+
+def identity_refusal(topic: str, device_id: str, claimed: object, payload: bytes) -> Refusal:
+    reason = f"{IDENTITY_MISMATCH}: payload claims device {claimed!r} on the topic of {device_id!r}"
+    return Refusal(topic, device_id, reason, payload)
+
+
+def _claims_other(
+    out: Decoded, topic: str, device_id: str, item: dict[str, Any], body: bytes
+) -> bool:
+    """The device is the topic's (the broker's ACL ties a topic to one login). A payload
+    naming another device is refused whole; naming its own, the field says nothing more
+    and is dropped (the payload models do not carry it). Only this slow path sees it:
+    the models forbid the field, so such a payload never passes the fast path."""
+    if "device_id" not in item:
+        return False
+    claimed = item.pop("device_id")
+    if claimed == device_id:
+        return False
+    out.refusals.append(identity_refusal(topic, device_id, claimed, body))
+    return True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -70,6 +71,8 @@ class MqttOptions:
     which are shed under overload rather than held by the broker."""
     persistent: bool = True
     """A persistent session keeps unacknowledged messages across a gateway restart."""
+    tls: ssl.SSLContext | None = None
+    """TLS (mqtts://): the broker's certificate and host name are verified against it."""
 
 
 def encode_varint(n: int) -> bytes:
@@ -392,6 +395,7 @@ class MqttGateway:
                 await self._session()
                 delay = 1.0
             except (OSError, ConnectionError, _ProtocolError, TimeoutError) as exc:
+                # ssl.SSLError is an OSError: a certificate refused is retried like the rest
                 self.last_error = str(exc) or type(exc).__name__
                 if not self._stopping:
                     _LOG.warning("MQTT connection failed (%s); retry in %.0f s", exc, delay)
@@ -406,7 +410,11 @@ class MqttGateway:
         self._generation += 1
         _, conn = await asyncio.wait_for(
             self._loop.create_connection(
-                lambda: _Connection(self, self._generation), options.host, options.port
+                lambda: _Connection(self, self._generation),
+                options.host,
+                options.port,
+                ssl=options.tls,
+                server_hostname=options.host if options.tls is not None else None,
             ),
             10,
         )
