@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import uvicorn
@@ -35,6 +35,11 @@ from offsite.ingest.errors import IngestError
 from offsite.ingest.schema import migrate
 from offsite.registry.credentials import CredentialError
 from offsite.registry.store import RegistryError, demo_registry_path, load_registry
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from offsite.simulators.device import DeviceSecurity
 
 _LOG = logging.getLogger("offsite")
 
@@ -75,6 +80,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def http_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
+    """The API server: HTTPS when a certificate and key are configured."""
+    cert, key = settings.http_tls_cert_file, settings.http_tls_key_file
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        lifespan="off",
+        ws_ping_interval=20,
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
+    )
+
+
 async def serve(settings: Settings, svc: Services, on_ready: str | None = None) -> None:
     from offsite.api.app import create_app  # noqa: PLC0415 - keeps `offsite --help` fast
     from offsite.runtime import Runtime  # noqa: PLC0415
@@ -86,15 +106,7 @@ async def serve(settings: Settings, svc: Services, on_ready: str | None = None) 
         # batch in flight each time. What was loaded at start-up is frozen out of it.
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
-        config = uvicorn.Config(
-            create_app(runtime),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            lifespan="off",
-            ws_ping_interval=20,
-        )
-        server = _Server(config)
+        server = _Server(http_config(settings, create_app(runtime)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, setattr, server, "should_exit", True)
@@ -103,7 +115,8 @@ async def serve(settings: Settings, svc: Services, on_ready: str | None = None) 
             await asyncio.sleep(0.05)
         if server.started:
             port = server.servers[0].sockets[0].getsockname()[1]
-            url = f"http://{settings.http_host}:{port}/"
+            scheme = "https" if settings.http_tls_cert_file else "http"
+            url = f"{scheme}://{settings.http_host}:{port}/"
             print(f"offsite is running: duty console at {url}", flush=True)
             if on_ready:
                 print(on_ready.format(url=url), flush=True)
@@ -284,19 +297,31 @@ def cmd_ledger_public_key(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _simulate(
-    settings: Settings, args: argparse.Namespace, run: Callable[[str, int, threading.Event], int]
+    settings: Settings,
+    args: argparse.Namespace,
+    run: Callable[[str, int, threading.Event, DeviceSecurity], int],
 ) -> int:
-    """The broker from --mqtt-url or the settings; SIGTERM and Ctrl-C stop the devices
-    cleanly (each says offline); prints what was published."""
+    """The broker from --mqtt-url or the settings (mqtts:// for TLS, with the settings' CA),
+    each device logging in with its own secret from --credentials or the settings; SIGTERM
+    and Ctrl-C stop the devices cleanly (each says offline); prints what was published."""
     url = args.mqtt_url or settings.mqtt_url
     if url is None:
         print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
+        return 2
+    from offsite.simulators.device import DeviceSecurity  # noqa: PLC0415 - paho on demand
+
+    if args.credentials:
+        settings = settings.model_copy(update={"device_credentials": Path(args.credentials)})
+    try:
+        security = DeviceSecurity(settings.device_secrets(), settings.mqtt_tls(url))
+    except (OSError, ValueError) as exc:
+        print(f"offsite simulate: device credentials or TLS: {exc}", file=sys.stderr)
         return 2
     host, port = Settings.mqtt_host_port_of(url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        count = run(host, port, stop)
+        count = run(host, port, stop, security)
     except KeyboardInterrupt:
         return 0
     print(f"published {count} {'frames' if args.simulate_command == 'camera' else 'readings'}")
@@ -309,7 +334,7 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
     return _simulate(
         settings,
         args,
-        lambda host, port, stop: run_gas(
+        lambda host, port, stop, security: run_gas(
             host,
             port,
             devices=args.devices,
@@ -320,6 +345,7 @@ def cmd_simulate_gas(settings: Settings, args: argparse.Namespace) -> int:
             first=args.first,
             leak_devices=args.leak_devices,
             stop=stop,
+            security=security,
         ),
     )
 
@@ -330,7 +356,7 @@ def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
     return _simulate(
         settings,
         args,
-        lambda host, port, stop: run_equipment(
+        lambda host, port, stop, security: run_equipment(
             host,
             port,
             scenario=args.scenario,
@@ -338,6 +364,7 @@ def cmd_simulate_equipment(settings: Settings, args: argparse.Namespace) -> int:
             duration_s=args.duration,
             protocol=args.protocol,
             stop=stop,
+            security=security,
         ),
     )
 
@@ -354,7 +381,7 @@ def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
     return _simulate(
         settings,
         args,
-        lambda host, port, stop: run_camera(
+        lambda host, port, stop, security: run_camera(
             host,
             port,
             cameras=cameras,
@@ -364,6 +391,7 @@ def cmd_simulate_camera(settings: Settings, args: argparse.Namespace) -> int:
             quality=args.quality,
             duration_s=args.duration,
             stop=stop,
+            security=security,
         ),
     )
 
@@ -663,6 +691,12 @@ def _add_evidence(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ).set_defaults(func=cmd_ledger_public_key)
 
 
+_CREDENTIALS_HELP = (
+    "JSON {device_id: secret} (offsite devices credentials issue --output); default:"
+    " OFFSITE_DEVICE_CREDENTIALS, else anonymous"
+)
+
+
 def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     simulate = sub.add_parser("simulate", help="simulated devices")
     simulate_sub = simulate.add_subparsers(dest="simulate_command", required=True)
@@ -675,6 +709,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     gas.add_argument("--leak-devices", type=int, default=1, help="devices that leak")
     gas.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     gas.add_argument("--mqtt-url", default=None)
+    gas.add_argument("--credentials", default=None, help=_CREDENTIALS_HELP)
     gas.set_defaults(func=cmd_simulate_gas)
     equipment = simulate_sub.add_parser(
         "equipment", help="an elevator and a boiler (elev-0001, boiler-0001 of the demo registry)"
@@ -683,6 +718,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     equipment.add_argument("--scenario", choices=["incidents", "normal"], default="normal")
     equipment.add_argument("--duration", type=_positive(float), default=None, help="seconds")  # type: ignore[arg-type]
     equipment.add_argument("--mqtt-url", default=None)
+    equipment.add_argument("--credentials", default=None, help=_CREDENTIALS_HELP)
     equipment.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     equipment.set_defaults(func=cmd_simulate_equipment)
     _add_camera_simulator(simulate_sub)
@@ -751,6 +787,7 @@ def _add_camera_simulator(
     camera.add_argument("--duration", type=_positive(float), default=None, help="seconds")  # type: ignore[arg-type]
     camera.add_argument("--quality", type=_positive(int), default=80, help="JPEG quality")  # type: ignore[arg-type]
     camera.add_argument("--mqtt-url", default=None)
+    camera.add_argument("--credentials", default=None, help=_CREDENTIALS_HELP)
     camera.set_defaults(func=cmd_simulate_camera)
 
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from offsite.simulators.device import device_client, stop_device
+from offsite.simulators.device import DeviceSecurity, device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ def run_camera(
     quality: int = 80,
     duration_s: float | None = None,
     stop: threading.Event | None = None,
+    security: DeviceSecurity | None = None,
 ) -> int:
     """Publish every camera's stream in real time; returns frames published.
 
@@ -183,7 +184,9 @@ def run_camera(
     clients: list[tuple[str, paho.Client]] = []
     for camera_id in cameras:
         # MQTT 5: frames carry their time in user properties; few buffered, frames go stale
-        client = device_client("video", camera_id, host, port, protocol="5", buffered=1000)
+        client = device_client(
+            "video", camera_id, host, port, protocol="5", buffered=1000, security=security
+        )
         client.loop_start()
         clients.append((camera_id, client))
     started = time.monotonic()

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as paho
@@ -15,6 +18,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 from offsite.simulators.commands import Handler, answer, cmd_topic
 
 _LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSecurity:
+    """How simulated devices log in to a secured broker: each as its own id with its own
+    secret (`offsite devices credentials issue --output`), over TLS when `tls` is set."""
+
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
+
+    def secret_of(self, device_id: str) -> str | None:
+        if not self.secrets:
+            return None  # anonymous: the development broker
+        secret = self.secrets.get(device_id)
+        if secret is None:
+            raise ValueError(f"no credentials for device {device_id!r} in the secrets given")
+        return secret
 
 
 def device_client(
@@ -26,6 +46,7 @@ def device_client(
     protocol: str = "3.1.1",
     buffered: int = 100_000,
     on_command: Handler | None = None,
+    security: DeviceSecurity | None = None,
 ) -> paho.Client:
     """Connecting in the background (start its loop to send). With `on_command`, commands
     are carried out on paho's network thread: the handler must guard what it shares."""
@@ -36,6 +57,12 @@ def device_client(
         client_id=f"sim-{device_id}",
         protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
     )
+    if security is not None:
+        secret = security.secret_of(device_id)
+        if secret is not None:
+            client.username_pw_set(device_id, secret)
+        if security.tls is not None:
+            client.tls_set_context(security.tls)
     client.will_set(status, b"offline", qos=1, retain=True)
 
     def on_connect(c: paho.Client, *_: object) -> None:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from offsite.simulators.commands import unknown
-from offsite.simulators.device import device_client, stop_device
+from offsite.simulators.device import DeviceSecurity, device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -192,12 +192,19 @@ class _Device:
         port: int,
         protocol: str,
         on_command: Callable[[str, dict[str, Any]], tuple[bool, str]],
+        security: DeviceSecurity | None = None,
     ) -> None:
         self.device_id = device_id
         self.seq = 0  # counts from zero again after a restart, as devices do
         self.topic = f"offsite/v1/equipment/{device_id}/telemetry"
         self.client = device_client(
-            "equipment", device_id, host, port, protocol=protocol, on_command=on_command
+            "equipment",
+            device_id,
+            host,
+            port,
+            protocol=protocol,
+            on_command=on_command,
+            security=security,
         )
         self.client.loop_start()
 
@@ -221,14 +228,15 @@ def run_equipment(
     elevator_id: str = "elev-0001",
     boiler_id: str = "boiler-0001",
     stop: threading.Event | None = None,
+    security: DeviceSecurity | None = None,
 ) -> int:
     """Publish until `duration_s` passes or `stop` is set; returns readings published."""
     stop = stop or threading.Event()
     incidents = scenario == "incidents"
     elevator, boiler = ElevatorControl(ElevatorScript()), BoilerControl(BoilerScript())
     devices = (
-        (_Device(elevator_id, host, port, protocol, elevator.command), elevator.reading),
-        (_Device(boiler_id, host, port, protocol, boiler.command), boiler.reading),
+        (_Device(elevator_id, host, port, protocol, elevator.command, security), elevator.reading),
+        (_Device(boiler_id, host, port, protocol, boiler.command, security), boiler.reading),
     )
     started = time.monotonic()
     period = 1.0 / rate_hz

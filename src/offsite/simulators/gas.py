@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from offsite.simulators.commands import unknown
-from offsite.simulators.device import device_client, stop_device
+from offsite.simulators.device import DeviceSecurity, device_client, stop_device
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,7 +55,15 @@ class LeakScript:
 
 
 class SimulatedGasDetector:
-    def __init__(self, device_id: str, host: str, port: int, protocol: str, index: int) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        host: str,
+        port: int,
+        protocol: str,
+        index: int,
+        security: DeviceSecurity | None = None,
+    ) -> None:
         self.device_id = device_id
         self.seq = 0  # counts from zero again after a restart, as devices do
         self.baseline = random.uniform(0.5, 3.0)  # noqa: S311 - simulation, not security
@@ -68,7 +76,13 @@ class SimulatedGasDetector:
         self._level_at_close = 0.0
         self._last_level = self.baseline
         self.client = device_client(
-            "gas", device_id, host, port, protocol=protocol, on_command=self.command
+            "gas",
+            device_id,
+            host,
+            port,
+            protocol=protocol,
+            on_command=self.command,
+            security=security,
         )
 
     def command(self, command: str, _params: dict[str, Any]) -> tuple[bool, str]:
@@ -135,11 +149,12 @@ def run_gas(
     leak_devices: int = 1,
     stop: threading.Event | None = None,
     script: LeakScript | None = None,
+    security: DeviceSecurity | None = None,
 ) -> int:
     """Publish until `duration_s` passes or `stop` is set; returns readings published."""
     stop = stop or threading.Event()
     sims = [
-        SimulatedGasDetector(f"gas-{first + i:04d}", host, port, protocol, i)
+        SimulatedGasDetector(f"gas-{first + i:04d}", host, port, protocol, i, security)
         for i in range(devices)
     ]
     for sim in sims:
