@@ -113,6 +113,14 @@ def test_device_cannot_publish_as_another(authed_broker: SecureBroker, database_
         assert as_a("offsite/v1/equipment/gas-0001/telemetry", b"{}") == NOT_AUTHORIZED
         assert as_a("offsite/v1/gas/gas-0001/cmd", b"{}") == NOT_AUTHORIZED
         assert as_a("offsite/v1/gas/gas-0001/telemetry", b"mine again") == 0
+        # MQTT 3.1.1 has no reason code in PUBACK: the forged message must simply not arrive
+        old = connect(port, "gas-0001", secrets["gas-0001"], v5=False)
+        try:
+            assert old.connack == [0]
+            old.client.publish("offsite/v1/gas/gas-0002/telemetry", b"forged 3.1.1", qos=1)
+        finally:
+            time.sleep(0.3)
+            old.close()
         deadline = time.monotonic() + 5
         while len(gateway.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)

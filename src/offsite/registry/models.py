@@ -70,7 +70,10 @@ class Device(_Strict):
     )
     model: str = ""
     expected_interval_s: float = Field(
-        30.0, gt=0, le=86_400, description="how often it reports; silence is judged against it"
+        30.0,
+        gt=0,
+        le=86_400,
+        description="how often it reports; silence and flooding are judged against it",
     )
     attributes: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="rated speed, rated pressure, ... by kind"
