@@ -20,7 +20,7 @@ from offsite.gateway.flooding import FloodGuard, Verdict
 from tests.fixtures.broker import BrokerProcess
 from tests.fixtures.gateway import RunningGateway, eventually, gas_reading, publish, start_gateway
 
-FLOODED = 3000
+FLOODED = 20_000
 
 
 def test_token_bucket_refuses_beyond_burst_and_rate_and_flags_once() -> None:
@@ -81,14 +81,25 @@ async def test_flooding_device_is_throttled_while_another_alerts(
     ) as gw:
         assert gw.runtime.flood is not None
         # gas-0001 declares one reading every 10 s: 1 msg/s allowed, 100 at once
+        # The flood comes from another process (mosquitto_pub, one message per line), as
+        # from another device: a publisher thread in this process would hold the GIL
+        # against the gateway under test.
         t0 = time.monotonic()
-        flooding = asyncio.create_task(
-            asyncio.to_thread(publish, broker.port, "offsite/v1/gas/gas-0001/telemetry", flood)
+        flooder = await asyncio.create_subprocess_exec(
+            "mosquitto_pub",
+            *("-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-i", "flooder"),
+            *("-t", "offsite/v1/gas/gas-0001/telemetry", "-l"),
+            stdin=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(0.1)
+        assert flooder.stdin is not None
+        flooder.stdin.write("\n".join(flood).encode() + b"\n")
+        await flooder.stdin.drain()
+        flooder.stdin.close()
+        await asyncio.sleep(0.3)
         await asyncio.to_thread(publish, broker.port, "offsite/v1/gas/gas-0002/telemetry", normal)
         normal_sent = time.monotonic()
-        await flooding
+        assert flooder.returncode is None, "the normal device must publish during the flood"
+        assert await flooder.wait() == 0
         flood_s = time.monotonic() - t0
 
         async def alert() -> list[dict[str, Any]] | None:
@@ -111,6 +122,10 @@ async def test_flooding_device_is_throttled_while_another_alerts(
         assert await _stored(database_url, "gas-0002") == len(normal)  # none of its refused
         assert await _refused(gw, "rate_limited", "gas-0002") == 0
         assert alert_s < 10, f"the other device's alert took {alert_s:.1f} s"
+        print(  # the figures, with -s
+            f"flood: {FLOODED} messages in {flood_s:.2f} s, stored {stored}, refused"
+            f" {refused:g}; other device's alert {alert_s:.2f} s after its last publish"
+        )
 
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             cur = await conn.execute(
