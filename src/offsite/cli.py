@@ -131,6 +131,9 @@ def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: services, demo registry, gateway, simulator."""
+    # The simulators publish at --rate whatever the demo registry declares: not a flood.
+    floor = max(settings.flood_min_rate_per_s, 2 * args.rate)
+    settings = settings.model_copy(update={"flood_min_rate_per_s": floor})
     with services(settings) as svc:
         with psycopg.connect(svc.database_url) as conn:
             migrate(svc.database_url, settings.storage)
