@@ -162,12 +162,22 @@ def test_wrong_password_anonymous_and_revoked_are_refused(
         assert client.connack
         assert client.connack[0] in (BAD_CREDENTIALS, NOT_AUTHORIZED)
     b = connect(port, "gas-0002", secrets["gas-0002"])
-    b.close()
     assert b.connack == [0]
+    a = connect(port, "gas-0001", secrets["gas-0001"])
+    assert a.connack == [0]
 
     with psycopg.connect(database_url) as conn:
         credentials.revoke(conn, "gas-0002")
     authed_broker.reload()
+    # mosquitto rechecks connected clients on SIGHUP: the revoked device is cut off now
+    deadline = time.monotonic() + 5
+    while b.client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not b.client.is_connected()
+    b.close()
+    assert a.client.is_connected()  # the others stay
+    assert a.publish("offsite/v1/gas/gas-0001/telemetry", b"still here") in (0, 0x10)
+    a.close()
     revoked = connect(port, "gas-0002", secrets["gas-0002"])
     still = connect(port, "gas-0001", secrets["gas-0001"])
     revoked.close()

@@ -208,6 +208,6 @@ def export_mosquitto(
 
 
 def reload_mosquitto(pid: int) -> None:
-    """Mosquitto rereads its password and ACL files on SIGHUP (connected clients stay; a
-    revoked device is refused at its next CONNECT)."""
+    """Mosquitto rereads its password and ACL files on SIGHUP; a connected client whose
+    credentials are gone is disconnected then (mosquitto 2.0), and refused at CONNECT."""
     os.kill(pid, signal.SIGHUP)
