@@ -180,6 +180,13 @@ async def test_payload_claiming_another_device_is_quarantined(
         client.loop_start()
         body = gas_reading(base + 4000, 5, 2.0)
         client.publish(topic, body, qos=1, properties=props).wait_for_publish(5)
+        # a camera frame claiming another camera (frames take their own path, QoS 0)
+        frame_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        frame_props.UserProperty = [("ts", str(base)), ("device_id", "cam-0002")]
+        frame = b"\xff\xd8\xff\xe0" + bytes(100)
+        client.publish(
+            "offsite/v1/video/cam-0001/frame", frame, qos=1, properties=frame_props
+        ).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()
 
@@ -187,6 +194,14 @@ async def test_payload_claiming_another_device_is_quarantined(
             return await _refused(gw, "identity_mismatch", "gas-0001") == 3
 
         await eventually(mismatches)
+
+        async def frame_refused() -> bool:
+            value = gw.runtime.metrics.registry.get_sample_value(
+                "offsite_video_frames_refused_total", {"reason": "identity_mismatch"}
+            )
+            return value == 1.0
+
+        await eventually(frame_refused)
         await eventually(lambda: _count(database_url, "gas-0001", 2))
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             cur = await conn.execute(

@@ -193,7 +193,8 @@ def export_mosquitto(
     ]
     for topic in GATEWAY_READS:
         acl_lines.append(f"topic read {topic}")
-        # shared subscriptions of several workers: the filter is checked with its prefix
+        # shared subscriptions of several workers, for a broker that checks the filter as
+        # subscribed (mosquitto 2.0 grants the SUBSCRIBE and checks each delivery's topic)
         acl_lines.append(f"topic read $share/+/{topic}")
     acl_lines += [f"topic write {topic}" for topic in GATEWAY_WRITES]
     for device_id, domain, secret_hash in rows:
