@@ -202,3 +202,16 @@ def test_secure_config_keeps_the_development_tuning(tmp_path: Path) -> None:
     ]
     assert "allow_anonymous false" in text
     assert "per_listener_settings true" in text
+
+
+def test_simulator_refuses_to_start_without_a_secret_for_each_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text('{"gas-0001": "s"}')
+    args = ["simulate", "gas", "--devices", "2", "--mqtt-url", "mqtt://127.0.0.1:1"]
+    assert main([*args, "--duration", "1", "--credentials", str(secrets)]) == 2
+    assert "no credentials for device 'gas-0002'" in capsys.readouterr().err
+    secrets.write_text('{"gas-0001": 5}')
+    assert main([*args, "--duration", "1", "--credentials", str(secrets)]) == 2
+    assert "expected a JSON object of strings" in capsys.readouterr().err

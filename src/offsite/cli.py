@@ -311,7 +311,10 @@ def _simulate(
     if url is None:
         print("offsite simulate: set OFFSITE_MQTT_URL or pass --mqtt-url", file=sys.stderr)
         return 2
-    from offsite.simulators.device import DeviceSecurity  # noqa: PLC0415 - paho on demand
+    from offsite.simulators.device import (  # noqa: PLC0415 - paho on demand
+        DeviceSecurity,
+        MissingCredentialsError,
+    )
 
     if args.credentials:
         settings = settings.model_copy(update={"device_credentials": Path(args.credentials)})
@@ -327,6 +330,9 @@ def _simulate(
         count = run(host, port, stop, security)
     except KeyboardInterrupt:
         return 0
+    except MissingCredentialsError as exc:
+        print(f"offsite simulate: {exc}", file=sys.stderr)
+        return 2
     print(f"published {count} {'frames' if args.simulate_command == 'camera' else 'readings'}")
     return 0
 

@@ -20,6 +20,10 @@ from offsite.simulators.commands import Handler, answer, cmd_topic
 _LOG = logging.getLogger(__name__)
 
 
+class MissingCredentialsError(ValueError):
+    """A simulated device has no secret among those given for a secured broker."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceSecurity:
     """How simulated devices log in to a secured broker: each as its own id with its own
@@ -33,7 +37,9 @@ class DeviceSecurity:
             return None  # anonymous: the development broker
         secret = self.secrets.get(device_id)
         if secret is None:
-            raise ValueError(f"no credentials for device {device_id!r} in the secrets given")
+            raise MissingCredentialsError(
+                f"no credentials for device {device_id!r} in the secrets given"
+            )
         return secret
 
 
