@@ -3,6 +3,7 @@ device logs in with its own secret and may publish only on its own topics (issue
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -210,7 +211,11 @@ def test_simulator_refuses_to_start_without_a_secret_for_each_device(
     secrets = tmp_path / "secrets.json"
     secrets.write_text('{"gas-0001": "s"}')
     args = ["simulate", "gas", "--devices", "2", "--mqtt-url", "mqtt://127.0.0.1:1"]
-    assert main([*args, "--duration", "1", "--credentials", str(secrets)]) == 2
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main([*args, "--duration", "1", "--credentials", str(secrets)]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # `simulate` installs its own
     assert "no credentials for device 'gas-0002'" in capsys.readouterr().err
     secrets.write_text('{"gas-0001": 5}')
     assert main([*args, "--duration", "1", "--credentials", str(secrets)]) == 2
