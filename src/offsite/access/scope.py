@@ -51,6 +51,23 @@ def device_supervised(department: str | None, device_column: sql.Composable) -> 
     ).format(dev=device_column, d=dep, clue=routed_to(department, "sc"))
 
 
+def command_routed(department: str | None, table: str) -> sql.Composable:
+    """SQL true for rows of `device_commands` (aliased `table`) in the department's scope:
+    by their case, or by their device when they have none."""
+    if department is None:
+        return sql.SQL("true")
+    t = sql.Identifier(table)
+    return sql.SQL(
+        "(({t}.case_id IS NOT NULL AND EXISTS (SELECT 1 FROM cases sk"
+        " WHERE sk.id = {t}.case_id AND {case}))"
+        " OR ({t}.case_id IS NULL AND {device}))"
+    ).format(
+        t=t,
+        case=routed_to(department, "sk"),
+        device=device_supervised(department, sql.SQL("{}.device_id").format(t)),
+    )
+
+
 def _visible_query(kind: Kind, department: str) -> sql.Composed:
     match kind:
         case "clue":
@@ -66,14 +83,8 @@ def _visible_query(kind: Kind, department: str) -> sql.Composed:
                 device_supervised(department, sql.SQL("d.id"))
             )
         case "command":
-            return sql.SQL(
-                "SELECT 1 FROM device_commands dc WHERE dc.id = %s AND ("
-                " (dc.case_id IS NOT NULL AND EXISTS (SELECT 1 FROM cases c"
-                " WHERE c.id = dc.case_id AND {case}))"
-                " OR (dc.case_id IS NULL AND {device}))"
-            ).format(
-                case=routed_to(department, "c"),
-                device=device_supervised(department, sql.SQL("dc.device_id")),
+            return sql.SQL("SELECT 1 FROM device_commands dc WHERE dc.id = %s AND {}").format(
+                command_routed(department, "dc")
             )
 
 

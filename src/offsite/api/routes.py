@@ -237,16 +237,30 @@ async def clues(
     status: str | None = None,
     severity: str | None = None,
     since: datetime | None = None,
+    domain: str | None = None,
     limit: Limit = 200,
 ) -> list[CluePublic]:
     cur = await db.execute(
         sql.SQL(
             "SELECT {} FROM clues WHERE (%s::text IS NULL OR device_id = %s)"
             " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR severity = %s)"
-            " AND (%s::timestamptz IS NULL OR opened_at >= %s) AND {}"
+            " AND (%s::timestamptz IS NULL OR opened_at >= %s)"
+            " AND (%s::text IS NULL OR domain = %s) AND {}"
             " ORDER BY opened_at DESC, id LIMIT %s"
         ).format(CLUE_COLUMNS, scope.routed_to(principal.scope)),
-        (device_id, device_id, status, status, severity, severity, since, since, limit),
+        (
+            device_id,
+            device_id,
+            status,
+            status,
+            severity,
+            severity,
+            since,
+            since,
+            domain,
+            domain,
+            limit,
+        ),
     )
     return [CluePublic.from_row(r) for r in await cur.fetchall()]
 
@@ -389,6 +403,19 @@ async def report_clue(
         merged=reported.merged,
         joined_clue_id=reported.clue.id if reported.merged else None,
     )
+
+
+@router.post("/clues/{clue_id}/acknowledge", response_model=ClueDetail, tags=["clues"])
+async def acknowledge_clue(db: Db, principal: Actor, clue_id: str) -> ClueDetail:
+    """签收: a duty officer has seen the alert. Idempotent: a second acknowledgement keeps
+    the first officer and time (`acknowledged_by`, `acknowledged_at`)."""
+    try:
+        async with db.transaction():
+            await require_visible(db, principal, "clue", clue_id, lock=True)
+            await lifecycle.acknowledge(db, clue_id, principal.actor)
+    except lifecycle.ClueError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return await _detail(db, clue_id)
 
 
 @router.post("/clues/{clue_id}/triage", response_model=ClueDetail, tags=["clues"])
@@ -740,6 +767,26 @@ async def send_command(
     except commands.CommandError as exc:
         raise HTTPException(422, str(exc)) from None
     return _command_public(cmd)
+
+
+@router.get("/commands", response_model=list[CommandPublic], tags=["commands"])
+async def list_commands(
+    db: Db,
+    principal: Reader,
+    case_id: str | None = None,
+    device_id: str | None = None,
+    limit: Limit = 200,
+) -> list[CommandPublic]:
+    """Commands sent, newest first: those enforcing one case, or sent to one device (a
+    department officer's: those in their scope)."""
+    found = await commands.find(
+        db,
+        scope.command_routed(principal.scope, "c"),
+        case_id=case_id,
+        device_id=device_id,
+        limit=limit,
+    )
+    return [_command_public(c) for c in found]
 
 
 @router.get("/commands/{command_id}", response_model=CommandPublic, tags=["commands"])

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from offsite.casework import ledger
@@ -87,6 +88,27 @@ async def read(conn: psycopg.AsyncConnection[Any], command_id: str) -> Command |
     )
     row = await cur.fetchone()
     return None if row is None else _command(row)
+
+
+async def find(
+    conn: psycopg.AsyncConnection[Any],
+    visible: sql.Composable,
+    *,
+    case_id: str | None = None,
+    device_id: str | None = None,
+    limit: int = 200,
+) -> list[Command]:
+    """Commands newest first, optionally those of one case or one device; `visible` is SQL
+    over `device_commands c` saying which the caller may see."""
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT " + _COLUMNS + " FROM device_commands c JOIN devices d ON d.id = c.device_id"  # noqa: S608 - constant columns
+            " WHERE (%s::text IS NULL OR c.case_id = %s) AND (%s::text IS NULL OR c.device_id = %s)"
+            " AND {} ORDER BY c.issued_at DESC, c.id LIMIT %s"
+        ).format(visible),
+        (case_id, case_id, device_id, device_id, limit),
+    )
+    return [_command(r) for r in await cur.fetchall()]
 
 
 async def issue(

@@ -226,6 +226,57 @@ async def step(
     return result
 
 
+async def acknowledge(
+    conn: psycopg.AsyncConnection[Any], clue_id: str, actor: str
+) -> tuple[CluePublic, bool]:
+    """A duty officer has seen the alert (签收), in the caller's open transaction; returns the
+    clue and whether this call acknowledged it. Only the first acknowledgement counts: a
+    second (another console, a double click) changes nothing and records nothing, so who
+    answered first and when stays on record. Allowed at any status: seeing an alert is not a
+    lifecycle step."""
+    cur = await conn.execute(
+        "SELECT status, department, acknowledged_at FROM clues WHERE id = %s FOR UPDATE",
+        (clue_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise ClueNotFoundError(f"no clue {clue_id!r}")
+    status, department, acknowledged_at = str(row[0]), str(row[1]), row[2]
+    if acknowledged_at is not None:
+        return await read_clue(conn, clue_id), False
+    cur = await conn.execute(
+        "UPDATE clues SET acknowledged_at = now(), acknowledged_by = %s WHERE id = %s"
+        " RETURNING acknowledged_at",
+        (actor, clue_id),
+    )
+    stamped = await cur.fetchone()
+    assert stamped is not None
+    await record_event(conn, clue_id, actor, "acknowledged", status, status, department, None)
+    await ledger.append(
+        conn,
+        [
+            ledger.Draft(
+                actor,
+                "clue.acknowledged",
+                "clue",
+                clue_id,
+                {
+                    "clue_id": clue_id,
+                    "status": status,
+                    "department": department,
+                    "acknowledged_at": stamped[0],
+                },
+            )
+        ],
+    )
+    clue = await read_clue(conn, clue_id)
+    # The clue again, acknowledged, as one more alert: every console updates its row, and
+    # one that reconnects learns it from the sequence like any other alert.
+    await append_alert(conn, "clue.acknowledged", clue, {"actor": actor})
+    _LOG.info("clue %s acknowledged by %s", clue_id, actor)
+    return clue, True
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """A clue from an outside channel, as received."""

@@ -37,6 +37,8 @@ CLUE_FIELDS = (
     "overdue",
     "disposition",
     "closed_at",
+    "acknowledged_at",
+    "acknowledged_by",
 )
 CLUE_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, CLUE_FIELDS))
 CASE_FIELDS = (
@@ -96,6 +98,9 @@ class CluePublic(_Public):
     overdue: bool
     disposition: str | None
     closed_at: datetime | None
+    acknowledged_at: datetime | None
+    """When a duty officer first acknowledged the alert (签收); None until then."""
+    acknowledged_by: str | None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> CluePublic:
