@@ -1,7 +1,10 @@
 """The duty console in a real browser (headless Chromium driven by Playwright): a red clue
 from a leak through the broker is listed on top, the severity filter works, its detail shows
 the case and verified evidence with a chart, and a dropped live stream reconnects and resumes
-after the last alert it saw. A screenshot is kept with the test's files."""
+after the last alert it saw. Then, with a second console open: a reported elevator clue
+arrives live, the domain and department filters narrow the list, one console acknowledges it
+and the other sees that, and its detail takes it through triage, assignment, transfer and
+into a case. Screenshots are kept with the test's files."""
 
 from __future__ import annotations
 
@@ -13,10 +16,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import TOKEN, eventually, gas_reading, publish, start_gateway
+from tests.fixtures.gateway import (
+    TOKEN,
+    RunningGateway,
+    eventually,
+    gas_reading,
+    publish,
+    start_gateway,
+)
 
 HARNESS = Path(__file__).parent / "console"
 
@@ -45,7 +56,9 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
 ) -> None:
     base = int((datetime.now(UTC) - timedelta(minutes=2)).timestamp() * 1000)
     leak = [gas_reading(base + i * 1000, i, 2.0 if i < 10 else 60.0) for i in range(40)]
-    async with start_gateway(database_url, broker.url, gas_confirm_s=10) as gw:
+    # no silence clues from the never-seen demo devices: the filters are checked exactly
+    quiet = {"silent_sweep_s": 3600.0}
+    async with start_gateway(database_url, broker.url, gas_confirm_s=10, **quiet) as gw:
         publish(broker.port, "offsite/v1/gas/gas-0001/telemetry", leak)
 
         async def red() -> list[dict[str, Any]] | None:
@@ -68,7 +81,12 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        try:
+            lift, out, err = await _drive(gw, proc)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
     assert result["errors"] == []
@@ -88,3 +106,118 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
     assert result["seen_after"] >= result["seen_before"]
     assert result["listed_after"] == len(result["alerts"])
     assert shot.stat().st_size > 20_000
+    _check_workflow(result, lift, {a["clue"]["id"] for a in alerts})
+    await _check_database(database_url, lift["id"], result["case"]["id"])
+    assert (tmp_path / "console-case.png").stat().st_size > 20_000
+
+
+async def _drive(
+    gw: RunningGateway, proc: asyncio.subprocess.Process
+) -> tuple[dict[str, Any], bytes, bytes]:
+    """Wait until both consoles are live, report a clue while they watch, and collect what
+    the browser run printed."""
+    assert proc.stdout is not None
+    ready = await asyncio.wait_for(proc.stdout.readline(), 90)
+    if ready.strip() != b"ready":
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        pytest.fail(f"the browser run stopped before both consoles were live: {err.decode()}")
+    # While both consoles are open: an elevator reported through the 12345 hotline.
+    reported = await gw.http.post(
+        "/api/v1/clues",
+        json={
+            "channel": "hotline_12345",
+            "subject_id": "elev-jinhui-garden-3",
+            "matter_id": "special-equipment",
+            "description": "lift stuck between floors 5 and 6, people inside",
+            "reported_at": datetime.now(UTC).isoformat(),
+            "severity": "orange",
+        },
+    )
+    assert reported.status_code == 201, reported.text
+    lift = reported.json()["clue"]
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return lift, out, err
+
+
+def _count(badge: str) -> int:
+    """The header's "N red/orange unacknowledged" badge; empty when there are none."""
+    return int(badge.split(maxsplit=1)[0]) if badge else 0
+
+
+def _check_workflow(result: dict[str, Any], lift: dict[str, Any], gas: set[str]) -> None:
+    """What the officers saw: the new alert live and on top, filters, the acknowledgement
+    on both consoles, the refused step and the steps taken."""
+    assert set(result["domains"]) >= {"gas", "equipment", "video"}  # from the registry
+    live = result["live"]
+    assert live["id"] == "a-" + lift["id"]
+    assert live["domain"] == "equipment"
+    assert "unacked" in live["classes"].split()
+    assert "unacknowledged" in live["text"]
+    assert result["unacked_count"].endswith("red/orange unacknowledged")
+    assert result["only_equipment"] == [{"id": "a-" + lift["id"], "domain": "equipment"}]
+    assert {v["domain"] for v in result["only_gas"]} == {"gas"}
+    assert {v["id"][2:] for v in result["only_gas"]} == gas
+    assert result["equipment_for_housing"] == result["only_equipment"]
+    assert result["equipment_for_fire"] == []
+    assert result["empty_note_shown"] is True
+    assert result["second_before"] == "no"
+    assert result["second_after"]["acknowledged"] == "yes"
+    assert "admin:bootstrap" in result["second_after"]["text"]
+    # acknowledging is not news: the row keeps its place (on top, where it arrived)
+    assert result["second_after"]["position"] == 0
+    assert _count(result["unacked_count_after"]) == _count(result["unacked_count"]) - 1
+    assert result["refused"].startswith("409 ")
+    assert "cannot handle" in result["refused"]
+    assert result["after_assign"].startswith("housing")
+    assert result["after_transfer"].startswith("emergency")
+    history = result["history"]
+    steps = [row.split("\t")[2] for row in history]
+    assert steps == ["opened", "acknowledged", "triaged", "assigned", "transferred", "escalated"]
+    assert any("people trapped: emergency management leads" in row for row in history)
+    assert "no longer running: escalated" in result["deadline"]
+    case_text = result["case"]["text"]
+    assert "investigating" in case_text
+    assert "emergency" in case_text
+    assert "site visit booked" in case_text
+    assert "no commands sent" in case_text
+
+
+async def _check_database(url: str, clue_id: str, case_id: str) -> None:
+    """What the console's clicks left in the database."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT status, department, case_id, acknowledged_by, acknowledged_at IS NOT NULL"
+                " FROM clues WHERE id = %s",
+                (clue_id,),
+            )
+        ).fetchone()
+        assert row == ("escalated", "emergency", case_id, "admin:bootstrap", True)
+        events = await (
+            await conn.execute(
+                "SELECT action, department, reason FROM clue_events WHERE clue_id = %s ORDER BY id",
+                (clue_id,),
+            )
+        ).fetchall()
+        assert [e[0] for e in events] == [
+            "opened",
+            "acknowledged",
+            "triaged",
+            "assigned",
+            "transferred",
+            "escalated",
+        ]
+        assert events[3][1:] == ("housing", "residential estate")
+        assert events[4][1:] == ("emergency", "people trapped: emergency management leads")
+        case = await (
+            await conn.execute("SELECT status, department FROM cases WHERE id = %s", (case_id,))
+        ).fetchone()
+        assert case == ("investigating", "emergency")
+        ledgered = await (
+            await conn.execute(
+                "SELECT action FROM ledger WHERE object_id = %s ORDER BY seq", (clue_id,)
+            )
+        ).fetchall()
+        assert [a for (a,) in ledgered].count("clue.acknowledged") == 1
+        # the refused step left no trace
+        assert "clue.handled" not in [a for (a,) in ledgered]

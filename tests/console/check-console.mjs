@@ -1,7 +1,9 @@
 // Drives offsite's duty console in headless Chromium for tests/test_console.py:
 //   node check-console.mjs URL TOKEN SCREENSHOT.png
-// Prints JSON: the alerts as listed, the detail of the newest red one, what a reconnect
-// showed, and any page errors.
+// Prints the line "ready" once two consoles are live and waiting for a new alert (the test
+// then reports an elevator clue), then one line of JSON: the alerts as listed, the detail of
+// the newest red one, what a reconnect showed, the filters, the acknowledgement as both
+// consoles saw it, the steps taken from the clue's detail, and any page errors.
 import { chromium } from 'playwright-core'
 
 const [url, token, shot] = process.argv.slice(2)
@@ -46,6 +48,89 @@ try {
   await page.waitForTimeout(500)
   out.seen_after = await page.evaluate(() => lastSeq)
   out.listed_after = await page.$$eval('#alerts li', (items) => items.length)
+
+  // A second officer's console, in a browser context of its own.
+  const other = await (await browser.newContext({ viewport: { width: 1300, height: 900 } })).newPage()
+  other.on('pageerror', (e) => out.errors.push('second console: ' + String(e)))
+  await other.goto(`${url}#token=${token}`)
+  await other.waitForSelector('#conn.up', { timeout: 20000 })
+  await other.waitForSelector('#alerts li', { timeout: 20000 })
+  // the domains come from the registry, before any alert names them
+  out.domains = await page.$$eval('#f-dom option', (opts) => opts.map((o) => o.value).filter(Boolean))
+  console.log('ready')
+
+  // the elevator clue the test reports now arrives live, on top
+  const lift = await page.waitForSelector('#alerts li[data-domain="equipment"]', { timeout: 20000 })
+  const liftId = await lift.getAttribute('id')
+  out.live = await page.$eval('#alerts li', (li) => ({
+    id: li.id, domain: li.dataset.domain, classes: li.className, text: li.innerText,
+  }))
+  out.unacked_count = await page.$eval('#unacked-count', (el) => (el.hidden ? '' : el.textContent))
+
+  const visible = () => page.$$eval('#alerts li', (items) =>
+    items.filter((li) => !li.hidden).map((li) => ({ id: li.id, domain: li.dataset.domain })),
+  )
+  await page.selectOption('#f-dom', 'equipment')
+  out.only_equipment = await visible()
+  await page.selectOption('#f-dom', 'gas')
+  out.only_gas = await visible()
+  // special equipment: market leads, housing cooperates, fire has no part in it
+  await page.selectOption('#f-dom', 'equipment')
+  await page.selectOption('#f-dep', 'housing')
+  out.equipment_for_housing = await visible()
+  await page.selectOption('#f-dep', 'fire')
+  out.equipment_for_fire = await visible()
+  out.empty_note_shown = await page.$eval('#no-alerts', (el) => !el.hidden)
+  await page.selectOption('#f-dep', '')
+  await page.selectOption('#f-dom', '')
+
+  // acknowledged on the first console; the second sees it live
+  out.second_before = await other.$eval(`#${liftId}`, (li) => li.dataset.acknowledged)
+  await page.click(`#${liftId} button.ack`)
+  await page.waitForSelector(`#${liftId}.acked`, { timeout: 10000 })
+  await other.waitForSelector(`#${liftId}.acked`, { timeout: 10000 })
+  out.second_after = await other.$eval(`#${liftId}`, (li) => ({
+    acknowledged: li.dataset.acknowledged, text: li.innerText, position: [...li.parentNode.children].indexOf(li),
+  }))
+  out.unacked_count_after = await page.$eval('#unacked-count', (el) => (el.hidden ? '' : el.textContent))
+
+  // the clue's detail: an illegal step is refused with the API's reason, then the steps
+  await page.click(`#${liftId} .title`)
+  await page.waitForSelector('#detail form[data-act="triage"]', { timeout: 10000 })
+  const status = (s) =>
+    page.waitForFunction((want) => document.querySelector('#clue-status')?.textContent.startsWith(want), s, { timeout: 10000 })
+  await page.fill('#hdl-note', 'called the maintenance company')
+  await page.click('form[data-act="handle"] button')
+  await page.waitForFunction(() => document.querySelector('#action-error')?.textContent.length > 0, null, { timeout: 10000 })
+  out.refused = await page.$eval('#action-error', (el) => el.textContent)
+  await page.fill('#tri-reason', 'video confirms a stalled car')
+  await page.click('form[data-act="triage"] button')
+  await status('triaged')
+  await page.selectOption('#asg-dep', 'housing')
+  await page.fill('#asg-reason', 'residential estate')
+  await page.click('form[data-act="assign"] button')
+  await status('assigned')
+  out.after_assign = await page.$eval('#clue-department', (el) => el.textContent)
+  await page.selectOption('#trf-dep', 'emergency')
+  await page.fill('#trf-reason', 'people trapped: emergency management leads')
+  await page.click('form[data-act="transfer"] button')
+  await status('transferred')
+  out.after_transfer = await page.$eval('#clue-department', (el) => el.textContent)
+  await page.fill('#esc-reason', 'repeated entrapment')
+  await page.click('form[data-act="escalate"] button')
+  await page.waitForSelector('#case', { timeout: 10000 })
+  await page.fill('#case-investigate', 'site visit booked')
+  await page.click('form[data-case="investigate"] button')
+  await page.waitForFunction(() => document.querySelector('#case-status')?.textContent === 'investigating', null, { timeout: 10000 })
+  out.case = await page.$eval('#case', (el) => ({ id: el.dataset.caseId, text: el.innerText }))
+  out.history = await page.$$eval('#detail > table tbody tr', (rows) => rows.map((r) => r.innerText))
+  out.deadline = await page.$eval('#clue-deadline', (el) => el.textContent)
+  out.lift_id = liftId.slice(2)
+  await page.screenshot({ path: shot.replace(/\.png$/, '-case.png'), fullPage: true })
+} catch (e) {
+  // what the page itself said is usually the reason a wait timed out
+  console.error('page errors: ' + JSON.stringify(out.errors))
+  throw e
 } finally {
   await browser.close()
 }
