@@ -166,6 +166,12 @@ def _check_workflow(result: dict[str, Any], lift: dict[str, Any], gas: set[str])
     # acknowledging is not news: the row keeps its place (on top, where it arrived)
     assert result["second_after"]["position"] == 0
     assert _count(result["unacked_count_after"]) == _count(result["unacked_count"]) - 1
+    assert result["acked_by_second"] != result["order_before"][0]
+    assert result["order_after"] == result["order_before"]
+    # the other console, showing the clue, is told of the step rather than redrawn
+    assert "triaged" in result["second_notice"]
+    assert "Refresh" in result["second_notice"]
+    assert result["second_status"] == "new"
     assert result["refused"].startswith("409 ")
     assert "cannot handle" in result["refused"]
     assert result["after_assign"].startswith("housing")

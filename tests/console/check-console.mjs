@@ -93,6 +93,18 @@ try {
     acknowledged: li.dataset.acknowledged, text: li.innerText, position: [...li.parentNode.children].indexOf(li),
   }))
   out.unacked_count_after = await page.$eval('#unacked-count', (el) => (el.hidden ? '' : el.textContent))
+  // the other way round, on a row below the top: acknowledging is not news, rows keep their places
+  const order = () => page.$$eval('#alerts li', (items) => items.map((li) => li.id))
+  out.order_before = await order()
+  const gasOrange = await other.$eval('#alerts li.sev-orange.unacked', (li) => li.id)
+  out.acked_by_second = gasOrange
+  await other.click(`#${gasOrange} button.ack`)
+  await page.waitForSelector(`#${gasOrange}.acked`, { timeout: 10000 })
+  out.order_after = await order()
+
+  // the second officer has the clue open while the first takes its steps
+  await other.click(`#${liftId} .title`)
+  await other.waitForSelector('#detail form[data-act="triage"]', { timeout: 10000 })
 
   // the clue's detail: an illegal step is refused with the API's reason, then the steps
   await page.click(`#${liftId} .title`)
@@ -106,6 +118,9 @@ try {
   await page.fill('#tri-reason', 'video confirms a stalled car')
   await page.click('form[data-act="triage"] button')
   await status('triaged')
+  await other.waitForSelector('#changed:not([hidden])', { timeout: 10000 })
+  out.second_notice = await other.$eval('#changed', (el) => el.innerText)
+  out.second_status = await other.$eval('#clue-status', (el) => el.textContent)
   await page.selectOption('#asg-dep', 'housing')
   await page.fill('#asg-reason', 'residential estate')
   await page.click('form[data-act="assign"] button')
