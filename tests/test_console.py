@@ -70,6 +70,20 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
         [clue] = await eventually(red)
         await asyncio.sleep(1.0)  # the rest of the episode's alerts
         alerts = (await gw.http.get("/api/v1/alerts", params={"after": "0"})).json()
+        # The red clue's case has a task and a command sent to close the valve (no device
+        # answers it: it stays `sent`); its detail lists both.
+        due = (datetime.now(UTC) + timedelta(hours=4)).isoformat()
+        task = await gw.http.post(
+            f"/api/v1/cases/{clue['case_id']}/tasks",
+            json={"title": "inspect the kitchen hose", "assignee": "officer-wang", "due_at": due},
+        )
+        assert task.status_code == 201, task.text
+        sent = await gw.http.post(
+            "/api/v1/commands",
+            json={"device_id": "gas-0001", "command": "close_valve", "case_id": clue["case_id"]},
+        )
+        assert sent.status_code == 201, sent.text
+        alerts = (await gw.http.get("/api/v1/alerts", params={"after": "0"})).json()
         newest = max(alerts, key=lambda a: a["seq"])["clue"]["id"]
         shot = tmp_path / "console.png"
         proc = await asyncio.create_subprocess_exec(
@@ -102,6 +116,11 @@ async def test_the_console_shows_a_leak_live_with_its_case_and_evidence(
     assert clue["case_id"] is not None
     assert "housing" in detail
     assert result["chart"] >= 1
+    red_case = result["red_case"]
+    assert "inspect the kitchen hose" in red_case
+    assert "officer-wang" in red_case
+    assert "close_valve" in red_case
+    assert "gas-0001" in red_case
     assert result["reconnected"] is True
     assert result["seen_after"] >= result["seen_before"]
     assert result["listed_after"] == len(result["alerts"])

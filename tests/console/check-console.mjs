@@ -38,6 +38,7 @@ try {
   await page.waitForTimeout(500)
   out.detail = await page.$eval('#detail', (el) => el.innerText)
   out.chart = await page.$$eval('#detail svg path', (paths) => paths.length)
+  out.red_case = await page.$eval('#case', (el) => el.innerText)
   await page.screenshot({ path: shot, fullPage: false })
   // the live stream drops and comes back: the console resumes after the last alert it saw
   out.seen_before = await page.evaluate(() => lastSeq)
