@@ -179,6 +179,14 @@ def _check_workflow(result: dict[str, Any], lift: dict[str, Any], gas: set[str])
     assert result["equipment_for_housing"] == result["only_equipment"]
     assert result["equipment_for_fire"] == []
     assert result["empty_note_shown"] is True
+    # both go through the database's NOTIFY and the WebSocket; the alert hub also polls
+    # every second, so even a missed notification shows within a couple of seconds
+    assert result["report_to_screen_ms"] < 5000
+    assert result["ack_to_second_console_ms"] < 5000
+    print(  # for the record: `pytest -s tests/test_console.py`
+        f"report to screen {result['report_to_screen_ms']} ms,"
+        f" acknowledged to the second console {result['ack_to_second_console_ms']} ms"
+    )
     assert result["second_before"] == "no"
     assert result["second_after"]["acknowledged"] == "yes"
     assert "admin:bootstrap" in result["second_after"]["text"]

@@ -59,10 +59,12 @@ try {
   // the domains come from the registry, before any alert names them
   out.domains = await page.$$eval('#f-dom option', (opts) => opts.map((o) => o.value).filter(Boolean))
   console.log('ready')
+  const asked = Date.now()
 
   // the elevator clue the test reports now arrives live, on top
   const lift = await page.waitForSelector('#alerts li[data-domain="equipment"]', { timeout: 20000 })
   const liftId = await lift.getAttribute('id')
+  out.report_to_screen_ms = Date.now() - asked  // includes the test's POST of the report
   out.live = await page.$eval('#alerts li', (li) => ({
     id: li.id, domain: li.dataset.domain, classes: li.className, text: li.innerText,
   }))
@@ -87,9 +89,11 @@ try {
 
   // acknowledged on the first console; the second sees it live
   out.second_before = await other.$eval(`#${liftId}`, (li) => li.dataset.acknowledged)
+  const clicked = Date.now()
   await page.click(`#${liftId} button.ack`)
   await page.waitForSelector(`#${liftId}.acked`, { timeout: 10000 })
   await other.waitForSelector(`#${liftId}.acked`, { timeout: 10000 })
+  out.ack_to_second_console_ms = Date.now() - clicked
   out.second_after = await other.$eval(`#${liftId}`, (li) => ({
     acknowledged: li.dataset.acknowledged, text: li.innerText, position: [...li.parentNode.children].indexOf(li),
   }))
