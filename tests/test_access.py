@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/clues/{clue_id}/handle"): ACT_SCOPED,
     ("POST", "/api/v1/clues/{clue_id}/close"): ACT_SCOPED,
     ("POST", "/api/v1/clues/{clue_id}/escalate"): ACT_SCOPED,
+    ("POST", "/api/v1/clues/{clue_id}/acknowledge"): ACT_SCOPED,
     ("GET", "/api/v1/cases"): READ_ALL,
     ("GET", "/api/v1/cases/{case_id}"): READ_SCOPED,
     ("POST", "/api/v1/cases/{case_id}/investigate"): ACT_SCOPED,
@@ -80,6 +81,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/quarantine"): READ_ALL,
     ("GET", "/api/v1/alerts"): READ_ALL,
     ("POST", "/api/v1/commands"): ACT_SCOPED,
+    ("GET", "/api/v1/commands"): READ_ALL,
     ("GET", "/api/v1/commands/{command_id}"): READ_SCOPED,
     ("GET", "/api/v1/me"): READ_ALL,
     ("GET", "/api/v1/people"): ADMIN_READ,
@@ -417,6 +419,9 @@ async def test_another_departments_records_answer_404_and_lists_are_filtered(
             assert seen_by_housing == everything - {chem_id}
             assert w.ids["red_clue_id"] in seen_by_housing
             assert (await transport.get("/api/v1/cases")).json() == []
+            assert (await transport.get("/api/v1/commands")).json() == []
+            commands = (await housing.get("/api/v1/commands")).json()
+            assert w.ids["command_id"] in [c["id"] for c in commands]
             assert [c["id"] for c in (await housing.get("/api/v1/cases")).json()] == [
                 w.ids["case_id"]
             ]
@@ -444,8 +449,11 @@ async def test_another_departments_records_answer_404_and_lists_are_filtered(
                 f"/api/v1/clues/{w.ids['clue_id']}/triage", json={"reason": "mine?"}
             )
             assert step.status_code == 404
+            ack = await transport.post(f"/api/v1/clues/{w.ids['clue_id']}/acknowledge")
+            assert ack.status_code == 404
             clue = (await housing.get(f"/api/v1/clues/{w.ids['clue_id']}")).json()
             assert clue["status"] == "new"
+            assert clue["acknowledged_at"] is None
             # a clue on gas-0001 routed to transport brings the device into its scope
             assert (await transport.get("/api/v1/telemetry/gas-0001")).status_code == 404
             async with await psycopg.AsyncConnection.connect(database_url) as conn:
