@@ -209,7 +209,11 @@ def _check_workflow(result: dict[str, Any], lift: dict[str, Any], gas: set[str])
     assert any("people trapped: emergency management leads" in row for row in history)
     assert "no longer running: escalated" in result["deadline"]
     case_text = result["case"]["text"]
-    assert "investigating" in case_text
+    assert "decision" in case_text
+    assert result["case_refused"].startswith("422 ")
+    assert "a fine needs amount_cny" in result["case_refused"]
+    assert result["decision"].startswith("fine ¥2000.00")
+    assert "safety gear missing" in result["decision"]
     assert "emergency" in case_text
     assert "site visit booked" in case_text
     assert "no commands sent" in case_text
@@ -245,7 +249,7 @@ async def _check_database(url: str, clue_id: str, case_id: str) -> None:
         case = await (
             await conn.execute("SELECT status, department FROM cases WHERE id = %s", (case_id,))
         ).fetchone()
-        assert case == ("investigating", "emergency")
+        assert case == ("decision", "emergency")
         ledgered = await (
             await conn.execute(
                 "SELECT action FROM ledger WHERE object_id = %s ORDER BY seq", (clue_id,)
