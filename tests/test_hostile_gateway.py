@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+import paho.mqtt.client as paho
+import psutil
 import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from offsite.gateway.decode import KnownDevice, decode_message
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import publish, start_gateway
+from tests.fixtures.gateway import eventually, publish, start_gateway
 from tests.hostile import broken_readings, dumps, json_values, valid_readings
 
 pytestmark = pytest.mark.slow
@@ -40,6 +50,7 @@ ELSEWHERE = [
     "offsite/v1/gas/gas-not-registered/telemetry",
     "offsite/v1/equipment/gas-0001/telemetry",  # a known device under another domain
 ]
+CAMERA = "offsite/v1/video/cam-0001/frame"
 _SEQ = itertools.count(1_000_000)
 """Each valid reading gets a sequence number of its own: a repeat would be a duplicate."""
 
@@ -172,3 +183,81 @@ async def test_hostile_payloads_through_the_broker_are_stored_or_quarantined_exa
         assert gw.runtime.gateway is not None
         assert gw.runtime.gateway.connected
         assert (await gw.http.get("/healthz")).status_code == 200
+
+
+def _send_frames(port: int, frames: list[tuple[bytes, list[tuple[str, str]]]]) -> None:
+    """Like a camera: MQTT 5, with whatever user properties it is given."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"cam-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5
+    )
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for jpeg, user_properties in frames:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = user_properties
+            client.publish(CAMERA, jpeg, qos=1, properties=props).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def test_hostile_frames_are_refused_and_the_camera_keeps_being_judged(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    pixels = np.random.default_rng(7).integers(0, 255, (240, 320, 3), np.uint8)
+    good = bytes(cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes())
+    at = good.find(b"\xff\xc2")
+    # the same 1 kB-scale file declaring 60000x60000: 31 s and 10.5 GB for OpenCV unguarded
+    bomb = good[: at + 5] + struct.pack(">HH", 60_000, 60_000) + good[at + 9 :]
+    now_ms = int(time.time() * 1000)
+
+    def props(i: int) -> list[tuple[str, str]]:
+        return [("ts", str(now_ms + i)), ("seq", str(i))]
+
+    hostile = [
+        (bomb, props(0)),
+        (b"\xff\xd8" + bytes(range(256)) * 8, props(1)),
+        (good[: len(good) // 3], props(2)),  # truncated: decoded as far as it goes, or refused
+        (good, [("ts", "9" * 400), ("seq", "3")]),
+        (good, [("ts", str(now_ms)), ("seq", "-1")]),
+        (good, [("ts", "0001-01-01T00:00:00+14:00")]),
+    ]
+    valid = [(good, props(10 + i)) for i in range(5)]
+    async with start_gateway(database_url, broker.url, silent_sweep_s=3600.0) as gw:
+        await asyncio.to_thread(_send_frames, broker.port, [*hostile, *valid])
+
+        async def accounted() -> str | None:
+            text = (await gw.http.get("/metrics")).text
+            refused = "offsite_video_frames_refused_total"
+            undecodable = _metric(text, refused + '{reason="not a JPEG"}')
+            bad_time = _metric(text, refused + '{reason="bad ts or seq"}')
+            judged = _metric(text, 'offsite_video_frames_judged_total{camera="cam-0001"}')
+            done = bad_time == 3 and undecodable + judged == 3 + len(valid)
+            return text if done and undecodable >= 2 and judged >= len(valid) else None
+
+        await eventually(accounted, timeout=30)
+        workers = [
+            child
+            for child in psutil.Process().children(recursive=True)
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert workers, "no video worker process found"
+        peaks = [_peak_rss_mb(w.pid) for w in workers]
+        print(f"video worker peak RSS: {peaks} MB")
+        assert max(peaks) < 1024
+        assert gw.runtime.frames.restarts == 0

@@ -488,6 +488,10 @@ class MqttGateway:
             # Unacknowledged QoS 1 messages the broker may have in flight to us: the whole
             # hand-off, so that the broker, not the gateway, holds anything beyond it.
             properties += b"\x21" + struct.pack("!H", min(options.capacity, 65_535))
+            # The largest packet this client reads: a broker that honours it drops a larger
+            # message for us rather than send it, which would drop the connection each time
+            # it redelivered the message.
+            properties += b"\x27" + struct.pack("!I", _MAX_PACKET)
             body += encode_varint(len(properties)) + properties
         return encode_packet(0x10, body + payload)
 
