@@ -36,6 +36,7 @@ _LOG = logging.getLogger(__name__)
 FRAME_TOPIC = "offsite/v1/video/+/frame"
 _MAX_FUTURE_S = 86_400.0
 _MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
+_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +92,29 @@ def frame_time(props: dict[str, str], received_at: datetime) -> tuple[datetime, 
     that cannot be read raises ValueError with the reason."""
     seq: int | None = None
     if "seq" in props:
-        seq = int(props["seq"])
-        if seq < 0:
-            raise ValueError("seq must not be negative")
+        text = props["seq"]
+        # int() would also take "+5", " 5", "1_000" and other scripts' digits
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
+            raise ValueError(f"seq must be a non-negative integer, not {text[:40]!r}")
+        seq = int(text)
+        if seq > _MAX_SEQ:
+            raise ValueError("seq out of range")
     raw = props.get("ts")
     if raw is None:
         return received_at, seq
-    if raw.isdigit():
-        ts = datetime.fromtimestamp(int(raw) / 1000, UTC)
+    if raw.isascii() and raw.isdigit():
+        try:
+            ts = datetime.fromtimestamp(int(raw) / 1000, UTC)
+        except (OverflowError, OSError):
+            # beyond what a float or the platform's time functions hold; a huge value
+            # raised OverflowError here and stopped the frame intake
+            raise ValueError(f"implausible ts {raw[:40]}") from None
     else:
         ts = datetime.fromisoformat(raw)
         if ts.tzinfo is None:
             raise ValueError("ts must carry a UTC offset")
     if ts < _MIN_TS or (ts - received_at).total_seconds() > _MAX_FUTURE_S:
-        raise ValueError(f"implausible ts {raw}")
+        raise ValueError(f"implausible ts {raw[:40]}")
     return ts, seq
 
 

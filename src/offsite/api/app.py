@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offsite import __version__
 from offsite.api import live, people, routes
-from offsite.api.models import Health
+from offsite.api.models import Health, Problem
 from offsite.runtime import Runtime
+
+_ERRORS: dict[str, str] = {
+    "400": "the body cannot be parsed (not JSON, not UTF-8)",
+    "401": "no valid bearer token",
+    "404": "no such resource",
+    "409": "refused in the record's current state",
+    "422": "the request is invalid: FastAPI's list of fields, or the domain's sentence",
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every error an `/api/v1` operation can answer, in its OpenAPI description, so that
+    clients (and schemathesis) can rely on the schema: 401 everywhere (a token is needed),
+    400 where a body is read, 404 where a path names a resource, 409 where a POST asks for
+    a transition the record may refuse, and 422 as either FastAPI's per-field list or a
+    sentence (`HTTPException`)."""
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            codes = ["401", "422"]
+            if "requestBody" in operation:
+                codes.append("400")
+            if "{" in path:
+                codes.append("404")
+            if method == "post":
+                codes.append("409")
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses[code] = {"description": _ERRORS[code], "content": content}
+    return schema
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -25,6 +63,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(routes.router)
     app.include_router(people.router)
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Class 22 of SQLSTATE, and psycopg's own refusal of a NUL in text: a value from the
+        # request that the database cannot hold. The caller's mistake, not a server fault.
+        return JSONResponse({"detail": f"a value the database cannot hold: {exc}"}, status_code=422)
+
     app.include_router(live.router)
     console = resources.files("offsite.api").joinpath("static/console.html").read_text("utf-8")
 
@@ -60,4 +105,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         rt.metrics.alerts_sent.set(rt.hub.sent)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

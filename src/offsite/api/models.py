@@ -138,6 +138,21 @@ class Health(_Public):
     version: str
 
 
+class InvalidField(_Public):
+    """One problem FastAPI found in a request (its validation error item)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(_Public):
+    """An error answer: a sentence, or for a request that fails validation, one item per
+    field."""
+
+    detail: str | list[InvalidField]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

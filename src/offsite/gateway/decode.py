@@ -58,6 +58,14 @@ class Topic:
     channel: Literal["telemetry", "status", "frame", "cmd/ack"]
 
 
+def _storable(text: str) -> str:
+    """Text PostgreSQL can hold: a NUL or a lone surrogate (from a JSON key, say) escaped.
+    Unescaped, one such refusal made the quarantine insert, and so its whole batch, fail."""
+    if text.isprintable():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Something that will not be stored as telemetry, and why."""
@@ -66,6 +74,12 @@ class Refusal:
     device_id: str | None
     reason: str
     payload: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("topic", "device_id", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _storable(value))
 
 
 @dataclass(slots=True)
@@ -167,6 +181,9 @@ def decode_message(
         _decode_items(out, sink, decoder.one, topic, device_id, payload, max_readings)
     else:
         readings = value if isinstance(value, list) else [value]
+        if not readings:
+            # nothing to store, but a message is never dropped without a trace
+            return refuse("an empty array holds no readings")
         if len(readings) > max_readings:
             return refuse(f"{len(readings)} readings in one message exceed {max_readings}")
         sink.extend(zip(repeat(device_id), readings))
@@ -185,6 +202,15 @@ def decode_message(
     return out
 
 
+def _item_body(item: Any) -> bytes:
+    """One refused item of an array, as JSON; escaped where it holds lone surrogates (which
+    `json.loads` lets through and UTF-8 cannot encode)."""
+    try:
+        return json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
+    except UnicodeEncodeError:
+        return json.dumps(item, allow_nan=True).encode()
+
+
 def _decode_items(
     out: Decoded,
     sink: list[tuple[str, Any]],
@@ -195,6 +221,11 @@ def _decode_items(
     max_readings: int,
 ) -> None:
     """The slow path: say exactly what is wrong, keep what is right."""
+    if b"\x00" in payload:
+        # UTF-16 or UTF-32 text of ASCII is valid UTF-8 with a NUL every other byte
+        reason = "payload is not UTF-8 JSON text: it holds NUL bytes (UTF-16 or UTF-32?)"
+        out.refusals.append(Refusal(topic, device_id, reason, payload))
+        return
     try:
         document = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:
@@ -232,7 +263,7 @@ def _decode_items(
         try:
             sink.append((device_id, one.validate_python(item)))
         except ValidationError as exc:
-            body = json.dumps(item, ensure_ascii=False, allow_nan=True).encode()
+            body = _item_body(item)
             out.refusals.append(Refusal(topic, device_id, _describe(exc, index), body))
 
 

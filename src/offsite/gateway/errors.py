@@ -7,3 +7,8 @@ class GatewayError(Exception):
 
 class BrokerUnavailableError(GatewayError):
     """The broker cannot be reached or refused the connection."""
+
+
+class MqttProtocolError(GatewayError):
+    """The broker sent bytes that are not a well-formed MQTT packet (the connection is then
+    dropped and made again)."""

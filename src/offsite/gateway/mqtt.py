@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from offsite.gateway.errors import BrokerUnavailableError
+from offsite.gateway.errors import BrokerUnavailableError, MqttProtocolError
 
 _LOG = logging.getLogger(__name__)
 
@@ -105,13 +105,9 @@ def encode_publish(
     return encode_packet(0x30 | (qos << 1) | int(retain), body + payload)
 
 
-class _ProtocolError(Exception):
-    """The broker sent something this client cannot accept."""
-
-
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise _ProtocolError(message)
+        raise MqttProtocolError(message)
 
 
 class _Connection(asyncio.Protocol):
@@ -141,24 +137,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
-        pos, end = 0, len(buf)
-        now = datetime.now(UTC)
-        published: list[Inbound] = []
+        pos = 0
         try:
-            while pos + 2 <= end:
-                header = decode_varint(buf, pos + 1, end)
-                if header is None:
-                    break
-                length, start = header
-                if start + length > end:
-                    break
-                first = buf[pos]
-                if first >> 4 == 3:
-                    published.append(_publish(buf, first, start, start + length, self, now))
-                else:
-                    self._control(first >> 4, bytes(buf[start : start + length]))
-                pos = start + length
-        except (_ProtocolError, IndexError, UnicodeDecodeError) as exc:
+            published, controls, pos = read_packets(
+                buf, v5=self.gateway.v5, generation=self.generation, now=datetime.now(UTC)
+            )
+            for kind, body in controls:
+                self._control(kind, body)
+        except MqttProtocolError as exc:
             _LOG.error("malformed packet from the broker (%s); reconnecting", exc)
             if self.transport is not None:
                 self.transport.close()
@@ -171,9 +157,9 @@ class _Connection(asyncio.Protocol):
     def _control(self, kind: int, body: bytes) -> None:
         if kind == 2:  # CONNACK
             if not self.connack.done():
-                self.connack.set_result((bool(body[0] & 1), body[1]))
+                self.connack.set_result(parse_connack(body))
         elif kind == 9:  # SUBACK
-            codes = list(body[2:]) if not self.gateway.v5 else list(_skip_properties(body, 2))
+            codes = parse_suback(body, v5=self.gateway.v5)
             if not self.suback.done():
                 self.suback.set_result(codes)
         elif kind == 14 and self.transport is not None:  # DISCONNECT from the broker (MQTT 5)
@@ -186,7 +172,32 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
 
-def decode_varint(buf: bytearray, i: int, end: int) -> tuple[int, int] | None:
+def read_packets(
+    buf: bytes | bytearray, *, v5: bool, generation: int, now: datetime
+) -> tuple[list[Inbound], list[tuple[int, bytes]], int]:
+    """The complete packets at the start of `buf`, in one pass: the PUBLISHes, the other
+    packets as (type, body), and how many bytes they took. An incomplete packet at the end
+    waits for more bytes; anything malformed raises MqttProtocolError, nothing else."""
+    published: list[Inbound] = []
+    controls: list[tuple[int, bytes]] = []
+    pos, end = 0, len(buf)
+    while pos + 2 <= end:
+        header = decode_varint(buf, pos + 1, end)
+        if header is None:
+            break
+        length, start = header
+        if start + length > end:
+            break
+        first = buf[pos]
+        if first >> 4 == 3:
+            published.append(_publish(buf, first, start, start + length, v5, generation, now))
+        else:
+            controls.append((first >> 4, bytes(buf[start : start + length])))
+        pos = start + length
+    return published, controls, pos
+
+
+def decode_varint(buf: bytes | bytearray, i: int, end: int) -> tuple[int, int] | None:
     """The variable-length integer at `i`: (value, index after it), or None if incomplete."""
     length, shift = 0, 0
     while i < end:
@@ -195,35 +206,68 @@ def decode_varint(buf: bytearray, i: int, end: int) -> tuple[int, int] | None:
         i += 1
         if not byte & 0x80:
             if length > _MAX_PACKET:
-                raise _ProtocolError(f"packet of {length} bytes")
+                raise MqttProtocolError(f"packet of {length} bytes")
             return length, i
         shift += 7
         if shift > 21:
-            raise _ProtocolError("malformed remaining length")
+            raise MqttProtocolError("malformed remaining length")
     return None
 
 
 def _publish(
-    buf: bytearray, first: int, i: int, end: int, conn: _Connection, now: datetime
+    buf: bytes | bytearray,
+    first: int,
+    i: int,
+    end: int,
+    v5: bool,
+    generation: int,
+    now: datetime,
 ) -> Inbound:
     qos = (first >> 1) & 3
+    _check(qos != 3 and i + 2 <= end, "malformed PUBLISH")
     topic_len = (buf[i] << 8) | buf[i + 1]
     j = i + 2 + topic_len
-    topic = buf[i + 2 : j].decode("utf-8")
+    _check(j <= end, "PUBLISH topic beyond its packet")
+    try:
+        topic = buf[i + 2 : j].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MqttProtocolError("PUBLISH topic is not UTF-8") from None
     mid = 0
     if qos:
+        _check(j + 2 <= end, "PUBLISH without its packet id")
         mid = (buf[j] << 8) | buf[j + 1]
         j += 2
     properties = b""
-    if conn.gateway.v5:
+    if v5:
         header = decode_varint(buf, j, end)
         if header is None:
-            raise _ProtocolError("truncated properties")
+            raise MqttProtocolError("truncated properties")
         plen, j = header
+        _check(j + plen <= end, "PUBLISH properties beyond their packet")
         if plen:
             properties = bytes(buf[j : j + plen])
             j += plen
-    return Inbound(topic, bytes(buf[j:end]), mid, qos, conn.generation, now, properties)
+    return Inbound(topic, bytes(buf[j:end]), mid, qos, generation, now, properties)
+
+
+def parse_connack(body: bytes) -> tuple[bool, int]:
+    """(session present, return or reason code)."""
+    _check(len(body) >= 2, "short CONNACK")
+    return bool(body[0] & 1), body[1]
+
+
+def parse_suback(body: bytes, *, v5: bool) -> list[int]:
+    """The granted QoS or reason code of each subscription."""
+    _check(len(body) >= 2, "short SUBACK")
+    pos = 2
+    if v5:
+        header = decode_varint(body, pos, len(body))
+        if header is None:
+            raise MqttProtocolError("truncated SUBACK properties")
+        length, pos = header
+        pos += length
+        _check(pos <= len(body), "SUBACK properties beyond their packet")
+    return list(body[pos:])
 
 
 def user_properties(properties: bytes) -> dict[str, str]:
@@ -264,18 +308,6 @@ def user_properties(properties: bytes) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError):
         pass
     return out
-
-
-def _skip_properties(body: bytes, pos: int) -> bytes:
-    length, shift = 0, 0
-    while True:
-        byte = body[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-    return body[pos + length :]
 
 
 class MqttGateway:
@@ -394,7 +426,7 @@ class MqttGateway:
             try:
                 await self._session()
                 delay = 1.0
-            except (OSError, ConnectionError, _ProtocolError, TimeoutError) as exc:
+            except (OSError, ConnectionError, MqttProtocolError, TimeoutError) as exc:
                 # ssl.SSLError is an OSError: a certificate refused is retried like the rest
                 self.last_error = str(exc) or type(exc).__name__
                 if not self._stopping:
@@ -464,6 +496,10 @@ class MqttGateway:
             # Unacknowledged QoS 1 messages the broker may have in flight to us: the whole
             # hand-off, so that the broker, not the gateway, holds anything beyond it.
             properties += b"\x21" + struct.pack("!H", min(options.capacity, 65_535))
+            # The largest packet this client reads: a broker that honours it drops a larger
+            # message for us rather than send it, which would drop the connection each time
+            # it redelivered the message.
+            properties += b"\x27" + struct.pack("!I", _MAX_PACKET)
             body += encode_varint(len(properties)) + properties
         return encode_packet(0x10, body + payload)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -20,6 +20,9 @@ EventTime = Annotated[
     ),
 ]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NO_NUL: Final = r"^[^\x00]*$"
+"""PostgreSQL text cannot hold a NUL: a reading carrying one would make its whole batch fail
+at COPY. Refused here instead, as that one reading's fault."""
 
 
 class Reading(BaseModel):
@@ -40,7 +43,7 @@ class GasReading(Reading):
     lel_pct: FiniteFloat = Field(ge=0.0, le=100.0, description="combustible gas, %LEL")
     co_ppm: FiniteFloat | None = Field(None, ge=0.0, le=100_000.0, description="carbon monoxide")
     valve: Literal["open", "closed"] | None = Field(None, description="shut-off valve state")
-    fault: str | None = Field(None, max_length=64, description="sensor fault code")
+    fault: str | None = Field(None, max_length=64, pattern=NO_NUL, description="sensor fault code")
 
 
 DeviceStatus = Literal["online", "offline"]
@@ -51,6 +54,6 @@ class CommandAck(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    command_id: str = Field(min_length=1, max_length=64)
+    command_id: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     ok: bool = Field(description="the device carried the command out")
-    detail: str | None = Field(None, max_length=500)
+    detail: str | None = Field(None, max_length=500, pattern=NO_NUL)
