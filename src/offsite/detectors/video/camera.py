@@ -1,6 +1,7 @@
 """One camera's detectors: presence and motion in zones, global changes, tamper, offline.
 
-Every frame is judged at a small size in grey (a 768x432 camera is seen at 192x108):
+Every frame is judged at a small size in grey (decoded at 1/8 by default: a 768x432 camera is
+seen at 96x54, where every rule meets the quality tests with the same delays as at 1/4):
 
 - Presence: a background model (running average) with *selective* update. Pixels that differ
   from it are foreground; they are absorbed into the background only with a long time
