@@ -79,11 +79,13 @@ class FrameStats:
     mean: float
     std: float
     sharpness: float
+    """Measured five times a second (`_SHARPNESS_EVERY_S`): the last measure."""
     sharpness_ref: float
     shift_px: float
     shift_verdict: int
     """+1: the shifted reference fits the view better, -1: the one in place does, 0: neither."""
     gain: float
+    """An identical frame (`freeze_mad`) is not measured and repeats the last gain."""
     changed_fraction: float
     frame_mad: float
     foreground: dict[str, float]
@@ -167,6 +169,7 @@ class CameraDetector:
         self._reference: NDArray[np.float32] | None = None
         self._sharpness_ref = 0.0
         self._prev_gain = 1.0
+        self._last_gain = 1.0
         self._zone_masks: dict[str, tuple[NDArray[np.uint8], bool]] = {}
         self._window: NDArray[np.float32] | None = None
         self._small_of: NDArray[np.uint8] | None = None
@@ -252,16 +255,23 @@ class CameraDetector:
         sharpness = self._sharpness_last
         steady = std >= c.cover_std and self._prev_std >= c.cover_std
         self._prev_std = std
-        gain = self._gain(gray)
+        identical = mad <= c.freeze_mad
+        # The scene needs the gain; an identical frame skips it, and the shift only needs
+        # it once the camera is believed moved.
+        gain = None if identical else self._gain(gray)
         shift, verdict = self._shift(ts, gray, prev, steady, mad < _STILL_MAD, gain)
+        if gain is None:
+            gain = self._last_gain
+        self._last_gain = gain
         warming = self._first_ts is not None and (ts - self._first_ts).total_seconds() < c.warmup_s
         suspect = self._step_tamper(ts, gray, mad, std, sharpness, shift, warming, out)
         foreground: dict[str, float] = {}
         changed = 0.0
-        if suspect or any(e.active for e in self._tamper):
+        tampered = self._covered.active or self._defocused.active or self._moved.active
+        if suspect or tampered or self._frozen.active:
             # Learning from a tampered view would teach the models the tamper.
             self._hold_until = ts + _seconds(c.tamper_clear_s)
-        elif mad > c.freeze_mad:  # an identical frame says nothing new
+        elif not identical:  # an identical frame says nothing new
             changed, foreground = self._step_scene(
                 ts, dt, gray, prev, gain, sharpness, warming, out
             )
@@ -481,7 +491,7 @@ class CameraDetector:
         prev_gray: NDArray[np.uint8],
         steady: bool,
         still: bool,
-        gain: float,
+        gain: float | None,
     ) -> tuple[float, int]:
         """The camera's displacement from its reference view in analysis pixels (0 unless
         backed), and the last verdict of `_hypothesis` on it.
@@ -523,7 +533,7 @@ class CameraDetector:
                 self._pending_jump = (2.0 * dx, 2.0 * dy)
         if self._offset == (0.0, 0.0):
             return 0.0, 0
-        verdict = self._hypothesis(self._small(gray), gain)
+        verdict = self._hypothesis(self._small(gray), self._gain(gray) if gain is None else gain)
         if verdict < 0:
             # The reference explains the view better unshifted: back in place.
             self._offset = (0.0, 0.0)
