@@ -325,4 +325,5 @@ def test_video_bench_reports_its_figures() -> None:
     assert result["stages"]["decode_us"] > 0
     assert result["stages"]["detect_us"] > 0
     assert result["ratio_cpu"] > 0
+    assert result["ratio_ceiling_cpu"] > 0
     assert set(result["meets_targets"]) == {"frames_per_s_per_core", "ratio"}

@@ -190,6 +190,9 @@ def run_video_bench(
     pipeline, baseline = median("pipeline"), median("baseline")
     ratio_cpu = round(pipeline["frames_per_s_cpu"] / baseline["frames_per_s_cpu"], 2)
     ratio_wall = round(pipeline["frames_per_s_wall"] / baseline["frames_per_s_wall"], 2)
+    reduced = median("decode_reduced_grey")
+    # What the ratio would be if judging a frame cost nothing: decoding bounds it.
+    ceiling = round(reduced["frames_per_s_cpu"] / baseline["frames_per_s_cpu"], 2)
     return {
         "clips": list(CLIPS),
         "source": "intel-iot-devkit/sample-videos (CC BY 4.0)",
@@ -203,11 +206,12 @@ def run_video_bench(
         "baseline": baseline,
         "stages": sorted(stage_runs, key=lambda r: r["decode_us"] + r["detect_us"])[rounds // 2],
         "decode_only": {
-            "reduced_grey": median("decode_reduced_grey"),
+            "reduced_grey": reduced,
             "full_colour": median("decode_full_colour"),
         },
         "ratio_cpu": ratio_cpu,
         "ratio_wall": ratio_wall,
+        "ratio_ceiling_cpu": ceiling,
         "targets": {"frames_per_s_per_core": TARGET_FPS, "ratio": TARGET_RATIO},
         "meets_targets": {
             "frames_per_s_per_core": pipeline["frames_per_s_cpu"] >= TARGET_FPS,
