@@ -129,11 +129,17 @@ def _baseline(streams: Sequence[tuple[float, list[bytes]]]) -> int:
     return frames
 
 
-def _decode_only(streams: Sequence[tuple[float, list[bytes]]], flag: int) -> int:
+def _decode_colour(jpeg: bytes) -> object:
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _decode_only(
+    streams: Sequence[tuple[float, list[bytes]]], decode: Callable[[bytes], object]
+) -> int:
     frames = 0
     for _, jpegs in streams:
         for jpeg in jpegs:
-            cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
+            decode(jpeg)
             frames += 1
     return frames
 
@@ -155,11 +161,7 @@ def run_video_bench(
     sizes = [len(j) for _, jpegs in streams for j in jpegs]
     first = decode_reduced(streams[0][1][0], 1)
     config = CameraVideoConfig()
-    reduced_flag = {
-        2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-        4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-        8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-    }[config.decode_scale]
+    scale = config.decode_scale
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # per core: no hidden helper threads in either contender
     try:
@@ -174,11 +176,9 @@ def run_video_bench(
             runs["pipeline"].append(_timed(lambda: _pipeline(streams, config)))
             runs["baseline"].append(_timed(lambda: _baseline(streams)))
             runs["decode_reduced_grey"].append(
-                _timed(lambda: _decode_only(streams, reduced_flag | cv2.IMREAD_IGNORE_ORIENTATION))
+                _timed(lambda: _decode_only(streams, lambda jpeg: decode_reduced(jpeg, scale)))
             )
-            runs["decode_full_colour"].append(
-                _timed(lambda: _decode_only(streams, cv2.IMREAD_COLOR))
-            )
+            runs["decode_full_colour"].append(_timed(lambda: _decode_only(streams, _decode_colour)))
             stage_runs.append(_stages(streams, config))
     finally:
         cv2.setNumThreads(threads)
