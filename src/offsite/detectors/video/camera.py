@@ -97,6 +97,16 @@ def _mask(image: object) -> NDArray[np.uint8]:
     return cast("NDArray[np.uint8]", image)
 
 
+def _dft_crop(image: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The middle of the image, each side a multiple of 8, for the phase correlation: its
+    transforms are a quarter cheaper than at 27 rows, the rows dropped are those its Hanning
+    window weighs at nearly nothing, and at an odd size OpenCV reads a still view as half a
+    pixel off (measured on the test clips: dy 0.5 at 27 rows, 0.0 at 24)."""
+    h, w = image.shape
+    top, left = (h % 8) // 2, (w % 8) // 2
+    return image[top : top + h - h % 8, left : left + w - w % 8]
+
+
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
 
@@ -514,8 +524,8 @@ class CameraDetector:
             if still:
                 (dx, dy), response = (0.0, 0.0), 1.0
             else:
-                prev = self._small(prev_gray)
-                small = self._small(gray)
+                prev = _dft_crop(self._small(prev_gray))
+                small = _dft_crop(self._small(gray))
                 if self._window is None or self._window.shape != small.shape:
                     window = cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F)
                     self._window = np.asarray(window, np.float32)
