@@ -188,7 +188,8 @@ def run_video_bench(
         return ordered[len(ordered) // 2]
 
     pipeline, baseline = median("pipeline"), median("baseline")
-    ratio_cpu = round(pipeline["frames_per_s_cpu"] / baseline["frames_per_s_cpu"], 2)
+    ratio = pipeline["frames_per_s_cpu"] / baseline["frames_per_s_cpu"]
+    ratio_cpu = round(ratio, 2)  # the target is judged on the unrounded ratio: 2.996 is not 3
     ratio_wall = round(pipeline["frames_per_s_wall"] / baseline["frames_per_s_wall"], 2)
     reduced = median("decode_reduced_grey")
     # What the ratio would be if judging a frame cost nothing: decoding bounds it.
@@ -215,6 +216,6 @@ def run_video_bench(
         "targets": {"frames_per_s_per_core": TARGET_FPS, "ratio": TARGET_RATIO},
         "meets_targets": {
             "frames_per_s_per_core": pipeline["frames_per_s_cpu"] >= TARGET_FPS,
-            "ratio": ratio_cpu >= TARGET_RATIO,
+            "ratio": ratio >= TARGET_RATIO,
         },
     }
