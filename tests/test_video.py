@@ -320,6 +320,10 @@ def test_video_bench_reports_its_figures() -> None:
         assert figures["frames"] == 16
         assert figures["frames_per_s_cpu"] > 0
         assert figures["frames_per_s_wall"] > 0
-    assert set(result["decode_only"]) == {"reduced_grey_quarter", "full_colour"}
+    assert set(result["decode_only"]) == {"reduced_grey", "full_colour"}
+    assert result["decode_scale"] == 8
+    assert result["stages"]["decode_us"] > 0
+    assert result["stages"]["detect_us"] > 0
     assert result["ratio_cpu"] > 0
+    assert result["ratio_ceiling_cpu"] > 0
     assert set(result["meets_targets"]) == {"frames_per_s_per_core", "ratio"}

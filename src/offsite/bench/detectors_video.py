@@ -4,14 +4,18 @@ Both run in this process, one after the other, on the same frames of the real cl
 (`shared/data/video/`, intel-iot-devkit/sample-videos, CC BY 4.0) encoded as JPEG as a camera
 would send them:
 
-- pipeline: `decode_reduced` (grey at 1/4 in the DCT domain) and `CameraDetector.feed`:
-  presence, global change and the four tamper checks;
+- pipeline: `decode_reduced` (grey at 1/`decode_scale` in the DCT domain, the camera's
+  default setting) and `CameraDetector.feed`: presence, global change and the four tamper
+  checks;
 - baseline: full-size colour decode, `cv2.resize` to the same analysis size, grey, a small
   Gaussian blur, and a frame-difference motion test (absolute difference with the previous
   frame, threshold, count): what one writes first.
 
 CPU time (`time.process_time`) with OpenCV held to one thread is the per-core figure; wall
-time is reported next to it.
+time is reported next to it. `stages` splits the pipeline's time per frame between decoding
+and judging (`perf_counter_ns` around each call, so it includes the timers' own cost), and
+`decode_only` times each decode alone: entropy decoding is paid in full at any scale, so the
+reduced decode sets the ceiling of the ratio.
 """
 
 from __future__ import annotations
@@ -69,15 +73,40 @@ def _timed(run: Callable[[], int]) -> dict[str, float]:
     }
 
 
-def _pipeline(streams: Sequence[tuple[float, list[bytes]]]) -> int:
+def _pipeline(streams: Sequence[tuple[float, list[bytes]]], config: CameraVideoConfig) -> int:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    scale = config.decode_scale
     frames = 0
     for fps, jpegs in streams:
-        detector = CameraDetector("bench", CameraVideoConfig())
+        detector = CameraDetector("bench", config)
         for i, jpeg in enumerate(jpegs):
-            detector.feed(t0 + timedelta(seconds=i / fps), decode_reduced(jpeg, 4))
+            detector.feed(t0 + timedelta(seconds=i / fps), decode_reduced(jpeg, scale))
             frames += 1
     return frames
+
+
+def _stages(
+    streams: Sequence[tuple[float, list[bytes]]], config: CameraVideoConfig
+) -> dict[str, float]:
+    """The pipeline once more, its decode and its judgement timed apart (µs per frame)."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    scale = config.decode_scale
+    decode_ns = feed_ns = frames = 0
+    for fps, jpegs in streams:
+        detector = CameraDetector("bench", config)
+        for i, jpeg in enumerate(jpegs):
+            ts = t0 + timedelta(seconds=i / fps)
+            start = time.perf_counter_ns()
+            frame = decode_reduced(jpeg, scale)
+            decoded = time.perf_counter_ns()
+            detector.feed(ts, frame)
+            feed_ns += time.perf_counter_ns() - decoded
+            decode_ns += decoded - start
+            frames += 1
+    return {
+        "decode_us": round(decode_ns / frames / 1e3, 1),
+        "detect_us": round(feed_ns / frames / 1e3, 1),
+    }
 
 
 def _baseline(streams: Sequence[tuple[float, list[bytes]]]) -> int:
@@ -100,11 +129,17 @@ def _baseline(streams: Sequence[tuple[float, list[bytes]]]) -> int:
     return frames
 
 
-def _decode_only(streams: Sequence[tuple[float, list[bytes]]], flag: int) -> int:
+def _decode_colour(jpeg: bytes) -> object:
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _decode_only(
+    streams: Sequence[tuple[float, list[bytes]]], decode: Callable[[bytes], object]
+) -> int:
     frames = 0
     for _, jpegs in streams:
         for jpeg in jpegs:
-            cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
+            decode(jpeg)
             frames += 1
     return frames
 
@@ -125,6 +160,8 @@ def run_video_bench(
     streams = [(clip_fps(p), _encode(p, frames_per_clip, quality)) for p in paths]
     sizes = [len(j) for _, jpegs in streams for j in jpegs]
     first = decode_reduced(streams[0][1][0], 1)
+    config = CameraVideoConfig()
+    scale = config.decode_scale
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # per core: no hidden helper threads in either contender
     try:
@@ -134,15 +171,15 @@ def run_video_bench(
             "decode_reduced_grey": [],
             "decode_full_colour": [],
         }
+        stage_runs: list[dict[str, float]] = []
         for _ in range(rounds):
-            runs["pipeline"].append(_timed(lambda: _pipeline(streams)))
+            runs["pipeline"].append(_timed(lambda: _pipeline(streams, config)))
             runs["baseline"].append(_timed(lambda: _baseline(streams)))
             runs["decode_reduced_grey"].append(
-                _timed(lambda: _decode_only(streams, cv2.IMREAD_REDUCED_GRAYSCALE_4))
+                _timed(lambda: _decode_only(streams, lambda jpeg: decode_reduced(jpeg, scale)))
             )
-            runs["decode_full_colour"].append(
-                _timed(lambda: _decode_only(streams, cv2.IMREAD_COLOR))
-            )
+            runs["decode_full_colour"].append(_timed(lambda: _decode_only(streams, _decode_colour)))
+            stage_runs.append(_stages(streams, config))
     finally:
         cv2.setNumThreads(threads)
 
@@ -151,8 +188,12 @@ def run_video_bench(
         return ordered[len(ordered) // 2]
 
     pipeline, baseline = median("pipeline"), median("baseline")
-    ratio_cpu = round(pipeline["frames_per_s_cpu"] / baseline["frames_per_s_cpu"], 2)
+    ratio = pipeline["frames_per_s_cpu"] / baseline["frames_per_s_cpu"]
+    ratio_cpu = round(ratio, 2)  # the target is judged on the unrounded ratio: 2.996 is not 3
     ratio_wall = round(pipeline["frames_per_s_wall"] / baseline["frames_per_s_wall"], 2)
+    reduced = median("decode_reduced_grey")
+    # What the ratio would be if judging a frame cost nothing: decoding bounds it.
+    ceiling = round(reduced["frames_per_s_cpu"] / baseline["frames_per_s_cpu"], 2)
     return {
         "clips": list(CLIPS),
         "source": "intel-iot-devkit/sample-videos (CC BY 4.0)",
@@ -161,17 +202,20 @@ def run_video_bench(
         "jpeg_quality": quality,
         "jpeg_kb_mean": round(statistics.fmean(sizes) / 1024, 1),
         "rounds": rounds,
+        "decode_scale": config.decode_scale,
         "pipeline": pipeline,
         "baseline": baseline,
+        "stages": sorted(stage_runs, key=lambda r: r["decode_us"] + r["detect_us"])[rounds // 2],
         "decode_only": {
-            "reduced_grey_quarter": median("decode_reduced_grey"),
+            "reduced_grey": reduced,
             "full_colour": median("decode_full_colour"),
         },
         "ratio_cpu": ratio_cpu,
         "ratio_wall": ratio_wall,
+        "ratio_ceiling_cpu": ceiling,
         "targets": {"frames_per_s_per_core": TARGET_FPS, "ratio": TARGET_RATIO},
         "meets_targets": {
             "frames_per_s_per_core": pipeline["frames_per_s_cpu"] >= TARGET_FPS,
-            "ratio": ratio_cpu >= TARGET_RATIO,
+            "ratio": ratio >= TARGET_RATIO,
         },
     }

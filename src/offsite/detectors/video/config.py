@@ -62,7 +62,9 @@ class CameraVideoConfig(_Strict):
         (WHOLE_VIEW,), description="presence and motion zones; default: the whole view"
     )
     decode_scale: Literal[2, 4, 8] = Field(
-        4, description="JPEG decoded at 1/scale in grey (libjpeg DCT scaling): cheaper, enough"
+        8,
+        description="JPEG decoded at 1/scale in grey (libjpeg DCT scaling): cheaper, enough;"
+        " at 1/8 only the DC coefficient is used, so no inverse transform is left",
     )
     max_analysis_width: int = Field(
         256, ge=32, le=1024, description="wider decoded frames are shrunk to this width"
