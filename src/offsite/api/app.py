@@ -27,9 +27,9 @@ _ERRORS: dict[str, str] = {
 def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Every error an `/api/v1` operation can answer, in its OpenAPI description, so that
     clients (and schemathesis) can rely on the schema: 401 everywhere (a token is needed),
-    400 where a body is read, 404 where a path names a resource, 409 where a POST asks for
-    a transition the record may refuse, and 422 as either FastAPI's per-field list or a
-    sentence (`HTTPException`)."""
+    400 where a body is read, 404 where a path names a resource, 409 where a POST, PATCH or
+    DELETE asks for a transition the record may refuse (a token revoked twice), and 422 as
+    either FastAPI's per-field list or a sentence (`HTTPException`)."""
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(problem.pop("$defs", {}))
@@ -44,7 +44,7 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 codes.append("400")
             if "{" in path:
                 codes.append("404")
-            if method == "post":
+            if method in ("post", "patch", "delete"):
                 codes.append("409")
             responses = operation.setdefault("responses", {})
             for code in codes:
