@@ -3,12 +3,18 @@ reason; good readings around it are stored; nothing accepted is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from offsite.gateway.columns import GasColumns
+from offsite.gateway.decode import Refusal
+from offsite.gateway.payloads import GasReading
+from offsite.ingest.writer import StatusChange
+from offsite.runtime import _DecodedBatch
 from tests.fixtures.broker import BrokerProcess
 from tests.fixtures.gateway import eventually, gas_reading, publish, start_gateway
 
@@ -89,3 +95,42 @@ async def test_api_shows_quarantine_reasons(database_url: str, broker: BrokerPro
         assert row["payload_size"] == 8
         metrics = (await gw.http.get("/metrics")).text
         assert "offsite_quarantined_total 1.0" in metrics
+
+
+async def test_a_batch_the_database_refuses_never_stalls_the_stream(database_url: str) -> None:
+    """Readings the database refuses go to quarantine; a status change it refuses is set
+    aside and counted; quarantine records it refuses are counted: never a retry loop."""
+    async with start_gateway(database_url, None, silent_sweep_s=3600.0) as gw:
+        now = datetime.now(UTC)
+        reading = GasReading.model_validate({"ts": now.isoformat(), "seq": 1, "lel_pct": 3.0})
+        batch = _DecodedBatch(
+            now,
+            gas=[("gas-0001", reading)],
+            statuses=[StatusChange("gas\x000001", "online", now)],  # NUL: text cannot hold it
+        )
+        batch.gas_columns = GasColumns.of(batch.gas)
+        result = await asyncio.wait_for(gw.runtime._write_until_committed(batch), 10)
+        assert (result.stored, result.quarantined) == (0, 1)
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute("SELECT device_id, reason FROM quarantine").fetchall()
+        assert [(d, r.startswith("refused by the database")) for d, r in rows] == [
+            ("gas-0001", True)
+        ]
+
+        hopeless = Refusal("offsite/v1/gas/gas-0002/telemetry", "gas-0002", "x", b"{}")
+        object.__setattr__(hopeless, "reason", "bad\x00reason")  # past the escaping, on purpose
+        result = await asyncio.wait_for(
+            gw.runtime._write_until_committed(_DecodedBatch(now, refusals=[hopeless])), 10
+        )
+        assert result.quarantined == 0
+        text = (await gw.http.get("/metrics")).text
+        refused = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("offsite_refused_messages_total{")
+        }
+        assert sorted((k.split('reason="')[1].split('"')[0], v) for k, v in refused.items()) == [
+            ("unstorable", 1.0),
+            ("unstorable_status", 1.0),
+        ]
+        assert any('device_id="gas-0002"' in k and "unstorable" in k for k in refused)

@@ -41,7 +41,8 @@ class Metrics:
         self.refused = Counter(
             "offsite_refused_messages",
             "messages refused by device: rate_limited (throttled before decoding; one sample"
-            " per episode quarantined) or identity_mismatch (quarantined)",
+            " per episode quarantined), identity_mismatch (quarantined), or unstorable and"
+            " unstorable_status (refused by the database even as quarantine records)",
             ["reason", "device_id"],
             registry=self.registry,
         )

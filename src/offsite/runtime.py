@@ -403,9 +403,15 @@ class Runtime:
 
     async def _write_until_committed(self, d: _DecodedBatch) -> BatchResult:
         """Retry while the database is away: nothing is acknowledged before it commits,
-        and while this waits the bounded hand-off fills and the broker keeps the rest."""
+        and while this waits the bounded hand-off fills and the broker keeps the rest.
+
+        A batch the database refuses as data is never retried as it is: its readings go to
+        quarantine; if it is still refused, its device status changes are set aside; if
+        even the quarantine records are refused, they are counted as refused
+        (`offsite_refused_messages_total{reason="unstorable"}`) rather than retried for
+        ever with the stream stalled behind them."""
         delay = 0.2
-        gas, equipment, refusals = d.gas, d.equipment, d.refusals
+        gas, equipment, refusals, statuses = d.gas, d.equipment, d.refusals, d.statuses
         while True:
             try:
                 async with self.pool.connection() as conn:
@@ -415,7 +421,7 @@ class Runtime:
                         gas,
                         d.now,
                         refusals,
-                        d.statuses,
+                        statuses,
                         equipment,
                         d.gas_columns if gas else None,
                     )
@@ -425,23 +431,33 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except psycopg.DataError as exc:
-                # A batch the database refuses as data is quarantined whole, not dropped.
                 self.metrics.write_errors.labels("data").inc()
-                _LOG.error("batch refused by the database: %s; quarantining it", exc)
-                refusals = [
-                    *refusals,
-                    *(
-                        Refusal(
-                            f"offsite/v1/{domain}/{device_id}/telemetry",
-                            device_id,
-                            f"refused by the database: {exc}",
-                            r.model_dump_json().encode(),
-                        )
-                        for domain, readings in (("gas", gas), ("equipment", equipment))
-                        for device_id, r in readings
-                    ),
-                ]
-                gas, equipment = [], []
+                if gas or equipment:
+                    _LOG.error("batch refused by the database: %s; quarantining it", exc)
+                    refusals = [
+                        *refusals,
+                        *(
+                            Refusal(
+                                f"offsite/v1/{domain}/{device_id}/telemetry",
+                                device_id,
+                                f"refused by the database: {exc}",
+                                r.model_dump_json().encode(),
+                            )
+                            for domain, readings in (("gas", gas), ("equipment", equipment))
+                            for device_id, r in readings
+                        ),
+                    ]
+                    gas, equipment = [], []
+                elif statuses:
+                    _LOG.error("device status refused by the database (%s); set aside", exc)
+                    for change in statuses:
+                        self.metrics.refused.labels("unstorable_status", change.device_id).inc()
+                    statuses = []
+                else:
+                    _LOG.error("quarantine refused by the database (%s); counted", exc)
+                    for refusal in refusals:
+                        self.metrics.refused.labels("unstorable", refusal.device_id or "").inc()
+                    return BatchResult(0, 0, 0)
 
     async def _detect(self, d: _DecodedBatch) -> None:
         findings: list[Finding] = list(d.flagged)
