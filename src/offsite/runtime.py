@@ -8,6 +8,7 @@ case, alert) -> NOTIFY -> live alert stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -297,23 +298,36 @@ class Runtime:
 
     async def _ingest_loop(self, gateway: MqttGateway) -> None:
         """Decode batch N+1 while batch N is being written: the gateway's CPU work and the
-        database's overlap. Writes stay strictly in order, one at a time, and each batch is
-        acknowledged and run through the detectors right after its own commit, by the task
-        that wrote it (decoding yields often, so that task is not kept waiting)."""
-        writing: asyncio.Task[None] | None = None
+        database's overlap. Writes stay strictly in order, one at a time. Each batch is
+        acknowledged right after its own commit and then run through the detectors by the
+        task that wrote it, in batch order, while the next batch is already being written
+        (decoding yields often, so that task is not kept waiting). At most two batches are
+        in flight past decoding: one detecting, one writing."""
+        in_flight: collections.deque[tuple[asyncio.Task[None], asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 batch = await gateway.get_batch(self.settings.ingest_batch_messages)
                 self.metrics.backlog.set(gateway.backlog)
                 decoded = await self._decode_batch(batch)
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(self._store(gateway, batch, decoded))
+                if in_flight:
+                    await in_flight[-1][1]  # the previous batch is committed
+                while len(in_flight) >= 2:
+                    await in_flight.popleft()[0]  # ...and the one before has been judged
+                previous = in_flight[-1][0] if in_flight else None
+                committed: asyncio.Future[None] = loop.create_future()
+                task = asyncio.create_task(
+                    self._store(gateway, batch, decoded, committed, previous)
+                )
+                in_flight.append((task, committed))
         finally:
-            if writing is not None:
-                writing.cancel()
+            for task, _ in in_flight:
+                task.cancel()
+            for task, _ in in_flight:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+                    await task
 
     async def _decode_batch(self, batch: list[Inbound]) -> _DecodedBatch:
         now = datetime.now(UTC)
@@ -348,16 +362,33 @@ class Runtime:
             out.gas_columns = GasColumns.of(out.gas)
         return out
 
-    async def _store(self, gateway: MqttGateway, batch: list[Inbound], d: _DecodedBatch) -> None:
-        result = await self._write_until_committed(d)
-        committed = time.time()
-        self.metrics.commit_latency.observe_many([committed - t for t in d.firsts])
+    async def _store(
+        self,
+        gateway: MqttGateway,
+        batch: list[Inbound],
+        d: _DecodedBatch,
+        committed: asyncio.Future[None],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        try:
+            result = await self._write_until_committed(d)
+        except asyncio.CancelledError:
+            committed.cancel()
+            raise
+        except BaseException as exc:
+            committed.set_exception(exc)
+            raise
+        committed.set_result(None)
+        now = time.time()
+        self.metrics.commit_latency.observe_many([now - t for t in d.firsts])
         self.metrics.acked.inc(gateway.ack(batch))
         self.metrics.readings_stored.labels("gas").inc(result.stored)
         self.metrics.readings_duplicate.labels("gas").inc(result.duplicates)
         self.metrics.readings_stored.labels("equipment").inc(result.stored_equipment)
         self.metrics.readings_duplicate.labels("equipment").inc(result.duplicates_equipment)
         self.metrics.quarantined.inc(result.quarantined)
+        if previous is not None:
+            await previous  # detectors see the batches in the order they were written
         await self._detect(d)
 
     def _admitted(self, item: Inbound, out: _DecodedBatch) -> bool:
