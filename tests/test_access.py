@@ -25,8 +25,7 @@ from offsite.access.people import ROLES
 from offsite.api.app import create_app
 from offsite.api.auth import Allow
 from offsite.cli import main
-from offsite.detectors.findings import Finding
-from tests.fixtures.gateway import RunningGateway, start_gateway
+from tests.fixtures.gateway import RunningGateway, red_gas_finding, start_gateway
 
 QUIET = {"silent_sweep_s": 3600.0, "clue_deadline_sweep_s": 3600.0}
 GAS_SUBJECT = "rest-hanjiang-noodle"  # gas-0001's subject; gas-safety: housing leads
@@ -173,19 +172,7 @@ async def _token(gw: RunningGateway, person_id: int, ttl_s: int = 3600) -> dict[
 
 
 async def _red_gas_clue(gw: RunningGateway) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    finding = Finding(
-        rule="gas.lel_level2",
-        device_id="gas-0001",
-        severity="red",
-        phase="opened",
-        episode_start=now - timedelta(seconds=20),
-        at=now,
-        title="Combustible gas above level 2",
-        value=55.0,
-        peak=56.0,
-        threshold=50.0,
-    )
+    finding = red_gas_finding()
     clue_id = await gw.runtime.casework.handle(finding, gw.runtime.directory["gas-0001"])
     clue: dict[str, Any] = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
     return clue

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -24,9 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from offsite.detectors.findings import Finding
 from tests.fixtures.broker import BrokerProcess
-from tests.fixtures.gateway import TOKEN, RunningGateway, start_gateway
+from tests.fixtures.gateway import TOKEN, RunningGateway, red_gas_finding, start_gateway
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("OFFSITE_FUZZ_EXAMPLES", "100"))
 """Per operation and generation mode; the whole run stays within about two minutes on the
@@ -122,19 +120,8 @@ def _fuzz_all(base_url: str, schema_doc: dict[str, Any], known: Known) -> FuzzRu
 async def _seed(gw: RunningGateway) -> Known:
     """Records for the fuzzer to act on: a red detector clue with its case and evidence, a
     reported clue, a case task and a command."""
-    now = datetime.now(UTC)
-    finding = Finding(
-        rule="gas.lel_level2",
-        device_id="gas-0001",
-        severity="red",
-        phase="opened",
-        episode_start=now - timedelta(seconds=20),
-        at=now,
-        title="Combustible gas above level 2",
-        value=55.0,
-        peak=56.0,
-        threshold=50.0,
-    )
+    finding = red_gas_finding()
+    now = finding.at
     red = await gw.runtime.casework.handle(finding, gw.runtime.directory["gas-0001"])
     clue = (await gw.http.get(f"/api/v1/clues/{red}")).json()
     reported = await gw.http.post(

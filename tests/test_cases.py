@@ -18,8 +18,7 @@ from psycopg import sql
 from offsite.casework import cases as case_lifecycle
 from offsite.casework import ledger
 from offsite.casework.service import clue_id_for
-from offsite.detectors.findings import Finding
-from tests.fixtures.gateway import RunningGateway, start_gateway
+from tests.fixtures.gateway import RunningGateway, red_gas_finding, start_gateway
 
 GAS_LEGAL_BASIS = [
     "城鎮燃氣管理條例 (State Council Decree No. 583)",
@@ -42,19 +41,7 @@ async def _entries(url: str) -> list[ledger.Entry]:
 
 async def _red_case(gw: RunningGateway) -> tuple[str, str]:
     """A red gas clue on gas-0001 files a case with housing: (case id, clue id)."""
-    now = datetime.now(UTC)
-    finding = Finding(
-        rule="gas.lel_level2",
-        device_id="gas-0001",
-        severity="red",
-        phase="opened",
-        episode_start=now - timedelta(seconds=20),
-        at=now,
-        title="Combustible gas above level 2",
-        value=55.0,
-        peak=56.0,
-        threshold=50.0,
-    )
+    finding = red_gas_finding()
     clue_id = await gw.runtime.casework.handle(finding, gw.runtime.directory["gas-0001"])
     clue = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
     return str(clue["case_id"]), clue_id
@@ -321,20 +308,7 @@ async def test_a_red_clue_announced_before_a_crash_is_completed_at_restart(
 ) -> None:
     """The alert goes out in the clue's first transaction; evidence, case and ledger follow
     in a second. A gateway that dies in between finishes the clue when it starts again."""
-    now = datetime.now(UTC)
-    finding = Finding(
-        rule="gas.lel_level2",
-        device_id="gas-0001",
-        severity="red",
-        phase="opened",
-        episode_start=now - timedelta(seconds=20),
-        at=now,
-        title="Combustible gas above level 2",
-        value=55.0,
-        peak=56.0,
-        threshold=50.0,
-        details={"confirm_s": 15.0},
-    )
+    finding = red_gas_finding(confirm_s=15.0)
     clue_id = clue_id_for(finding.key)
     async with start_gateway(database_url, None, **QUIET) as gw:
         device = gw.runtime.directory["gas-0001"]
