@@ -9,6 +9,7 @@ import pytest
 
 from offsite.gateway.decode import Decoded, KnownDevice, decode_message, parse_topic
 from offsite.gateway.mqtt import user_properties
+from offsite.gateway.payloads import epoch_us
 
 DEVICES = {
     "gas-0001": KnownDevice("gas-0001", "gas", "gas_detector"),
@@ -34,7 +35,8 @@ def test_object_with_epoch_milliseconds() -> None:
     assert not result.refusals
     [(device, reading)] = result.gas
     assert device == "gas-0001"
-    assert reading.ts == NOW
+    assert reading.ts == NOW_MS  # epoch milliseconds are kept as sent, exact
+    assert epoch_us(reading.ts) == epoch_us(NOW)
     assert (reading.seq, reading.lel_pct, reading.valve) == (7, 12.5, "open")
 
 

@@ -34,6 +34,7 @@ from offsite.gateway.mqtt import (
     read_packets,
     user_properties,
 )
+from offsite.gateway.payloads import epoch_us
 from tests.hostile import (
     FLOATS,
     HUGE,
@@ -269,8 +270,8 @@ def test_epoch_timestamps_at_the_edges(ms: int) -> None:
     result = decode(TELEMETRY["gas_detector"], dumps({"ts": ms, "seq": 1, "lel_pct": 1.0}))
     accounted(result)
     if MIN_MS <= ms <= NOW_MS + 86_400_000:
-        assert [r.ts for _, r in result.gas] == [
-            datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        assert [epoch_us(r.ts) for _, r in result.gas] == [
+            epoch_us(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))
         ]
     else:
         assert not result.gas

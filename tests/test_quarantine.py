@@ -12,7 +12,7 @@ import psycopg
 
 from offsite.gateway.columns import GasColumns
 from offsite.gateway.decode import Refusal
-from offsite.gateway.payloads import GasReading
+from offsite.gateway.payloads import GasReading, GasWire
 from offsite.ingest.writer import StatusChange
 from offsite.runtime import _DecodedBatch
 from tests.fixtures.broker import BrokerProcess
@@ -102,7 +102,9 @@ async def test_a_batch_the_database_refuses_never_stalls_the_stream(database_url
     aside and counted; quarantine records it refuses are counted: never a retry loop."""
     async with start_gateway(database_url, None, silent_sweep_s=3600.0) as gw:
         now = datetime.now(UTC)
-        reading = GasReading.model_validate({"ts": now.isoformat(), "seq": 1, "lel_pct": 3.0})
+        reading = GasWire.of(
+            GasReading.model_validate({"ts": now.isoformat(), "seq": 1, "lel_pct": 3.0})
+        )
         batch = _DecodedBatch(
             now,
             gas=[("gas-0001", reading)],

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         20_000, gt=0, description="bounded hand-off from MQTT to the writer; full: back-pressure"
     )
     ingest_batch_messages: int = Field(5_000, gt=0)
+    ingest_write_concurrency: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="batches written at once, each on its own database connection"
+        " (acknowledged and judged in arrival order all the same)",
+    )
     flood_factor: float = Field(
         10.0,
         ge=0,

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Self
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -61,7 +62,7 @@ from offsite.gateway.equipment_payloads import EquipmentReading
 from offsite.gateway.errors import BrokerUnavailableError
 from offsite.gateway.flooding import RATE_LIMITED, FloodGuard, Verdict
 from offsite.gateway.mqtt import Inbound, MqttGateway, MqttOptions, user_properties
-from offsite.gateway.payloads import CommandAck, GasReading
+from offsite.gateway.payloads import CommandAck, GasWire, epoch_us
 from offsite.ingest.schema import Flavour, migrate
 from offsite.ingest.writer import BatchResult, StatusChange, write_batch
 from offsite.metrics import Metrics
@@ -97,7 +98,7 @@ _DECODE_SLICE = 250
 @dataclass(slots=True)
 class _DecodedBatch:
     now: datetime
-    gas: list[tuple[str, GasReading]] = field(default_factory=list)
+    gas: list[tuple[str, GasWire]] = field(default_factory=list)
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
     acks: list[tuple[str, CommandAck]] = field(default_factory=list)
     gas_columns: GasColumns | None = None
@@ -297,26 +298,31 @@ class Runtime:
     # ingest
 
     async def _ingest_loop(self, gateway: MqttGateway) -> None:
-        """Decode batch N+1 while batch N is being written: the gateway's CPU work and the
-        database's overlap. Writes stay strictly in order, one at a time. Each batch is
-        acknowledged right after its own commit and then run through the detectors by the
-        task that wrote it, in batch order, while the next batch is already being written
-        (decoding yields often, so that task is not kept waiting). At most two batches are
-        in flight past decoding: one detecting, one writing."""
+        """Decode batch N+1 while earlier batches are being written: the gateway's CPU work
+        and the database's overlap. Up to `ingest_write_concurrency` batches are written at
+        once, each on its own connection (one COPY keeps one database process busy; the
+        database has more cores than that). Whatever order the commits land in, batches are
+        acknowledged in arrival order (MQTT wants PUBACKs in order) and run through the
+        detectors in arrival order, each by the task that wrote it, right after its own
+        acknowledgement (decoding yields often, so that task is not kept waiting), while the
+        next batches are already being written."""
         in_flight: collections.deque[tuple[asyncio.Task[None], asyncio.Future[None]]] = (
             collections.deque()
         )
         loop = asyncio.get_running_loop()
+        writers = self.settings.ingest_write_concurrency
         try:
             while True:
                 batch = await gateway.get_batch(self.settings.ingest_batch_messages)
                 self.metrics.backlog.set(gateway.backlog)
                 decoded = await self._decode_batch(batch)
-                if in_flight:
-                    await in_flight[-1][1]  # the previous batch is committed
-                while len(in_flight) >= 2:
-                    await in_flight.popleft()[0]  # ...and the one before has been judged
-                previous = in_flight[-1][0] if in_flight else None
+                if len(in_flight) >= writers:
+                    # at most `writers` batches writing, this one included
+                    await asyncio.shield(in_flight[-writers][1])
+                while len(in_flight) > writers:
+                    # ...and one more committed and being judged
+                    await in_flight.popleft()[0]
+                previous = in_flight[-1] if in_flight else None
                 committed: asyncio.Future[None] = loop.create_future()
                 task = asyncio.create_task(
                     self._store(gateway, batch, decoded, committed, previous)
@@ -344,7 +350,7 @@ class Runtime:
                 continue  # refused before any decoding: a flood costs a lookup per message
             decoded = self._decode(item, now)
             if decoded.gas:
-                out.firsts.append(decoded.gas[0][1].ts.timestamp())
+                out.firsts.append(epoch_us(decoded.gas[0][1].ts) / 1e6)
                 out.gas.extend(decoded.gas)
             if decoded.equipment:
                 out.firsts.append(decoded.equipment[0][1].ts.timestamp())
@@ -368,10 +374,14 @@ class Runtime:
         batch: list[Inbound],
         d: _DecodedBatch,
         committed: asyncio.Future[None],
-        previous: asyncio.Task[None] | None,
+        previous: tuple[asyncio.Task[None], asyncio.Future[None]] | None,
     ) -> None:
+        """Write one batch; once it and every batch before it are committed, acknowledge
+        it; once the batch before it is judged, judge it."""
         try:
             result = await self._write_until_committed(d)
+            if previous is not None:
+                await asyncio.shield(previous[1])  # the batch before is committed
         except asyncio.CancelledError:
             committed.cancel()
             raise
@@ -388,7 +398,7 @@ class Runtime:
         self.metrics.readings_duplicate.labels("equipment").inc(result.duplicates_equipment)
         self.metrics.quarantined.inc(result.quarantined)
         if previous is not None:
-            await previous  # detectors see the batches in the order they were written
+            await previous[0]  # detectors see the batches in the order they arrived
         await self._detect(d)
 
     def _admitted(self, item: Inbound, out: _DecodedBatch) -> bool:
@@ -472,10 +482,15 @@ class Runtime:
                                 f"offsite/v1/{domain}/{device_id}/telemetry",
                                 device_id,
                                 f"refused by the database: {exc}",
-                                r.model_dump_json().encode(),
+                                body,
                             )
-                            for domain, readings in (("gas", gas), ("equipment", equipment))
-                            for device_id, r in readings
+                            for domain, device_id, body in (
+                                *(("gas", d, msgspec.json.encode(r)) for d, r in gas),
+                                *(
+                                    ("equipment", d, r.model_dump_json().encode())
+                                    for d, r in equipment
+                                ),
+                            )
                         ),
                     ]
                     gas, equipment = [], []

@@ -1,22 +1,48 @@
 """A batch of gas readings as columns, made once after decoding and used by the writer
-(device status, rollup deltas) and by the detectors alike: each walked the readings on its
-own, and at tens of thousands of readings a second those walks were a third of the
-gateway's time."""
+(the rows of its COPY, device status, rollup deltas) and by the detectors alike: each
+walked the readings on its own, and at tens of thousands of readings a second those walks
+were a third of the gateway's time."""
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from offsite.gateway.payloads import GasReading
+from offsite.gateway.payloads import epoch_us
 
 _VALVE = {"open": 1.0, "closed": 0.0}
 """As the detectors code it (detectors/batch.py, CODES)."""
+_VALVE_TEXT: Final = {1: b"open", 0: b"closed"}
+_PG_EPOCH_US: Final = 946_684_800_000_000
+"""PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC."""
+_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER: Final = struct.pack("!h", -1)
+_NULL: Final = -1
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class GasLike(Protocol):
+    """A decoded gas reading: `GasWire` from the gateway, `GasReading` elsewhere."""
+
+    @property
+    def ts(self) -> int | datetime: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def lel_pct(self) -> float: ...
+    @property
+    def co_ppm(self) -> float | None: ...
+    @property
+    def valve(self) -> str | None: ...
+    @property
+    def fault(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +50,8 @@ class GasColumns:
     devices: tuple[str, ...]
     """The batch's devices; `code` indexes into it."""
     code: NDArray[np.int32]
-    stamps: list[datetime]
-    """Event times as decoded (the database takes them as they are)."""
+    ts_us: NDArray[np.int64]
+    """Event time in epoch microseconds, as sent (to the microsecond)."""
     ts_ms: NDArray[np.int64]
     """Event time in epoch milliseconds, floored."""
     seq: NDArray[np.int64]
@@ -36,35 +62,142 @@ class GasColumns:
     """1 open, 0 closed, NaN not reported."""
     fault: NDArray[np.float64]
     """1 where a fault code is reported."""
+    fault_text: tuple[str | None, ...]
 
     def __len__(self) -> int:
         return len(self.code)
 
+    def stamp(self, row: int) -> datetime:
+        """The event time of one reading, in UTC."""
+        return _EPOCH + timedelta(microseconds=int(self.ts_us[row]))
+
     @classmethod
-    def of(cls, gas: Sequence[tuple[str, GasReading]]) -> GasColumns:
+    def of(cls, gas: Sequence[tuple[str, GasLike]]) -> GasColumns:
         n = len(gas)
         if n == 0:
             empty = np.empty(0)
-            return cls((), np.empty(0, np.int32), [], np.empty(0, np.int64),
-                       np.empty(0, np.int64), empty, empty, empty, empty)  # fmt: skip
-        # one pass over the models, then every column in C
-        devs, stamps, seqs, lels, cos, valves, faults = zip(
-            *((d, r.ts, r.seq, r.lel_pct, r.co_ppm, r.valve, r.fault) for d, r in gas),
-            strict=True,
-        )
+            none = np.empty(0, np.int64)
+            return cls((), np.empty(0, np.int32), none, none, none, empty, empty, empty,
+                       empty, ())  # fmt: skip
         index: dict[str, int] = {}
-        code = np.fromiter((index.setdefault(d, len(index)) for d in devs), np.int32, n)
-        seconds = np.fromiter((t.timestamp() for t in stamps), np.float64, n)
-        # rounded to the microsecond first: exact below 2**53 µs, past the year 2200
-        ts_ms = np.floor_divide(np.round(seconds * 1e6).astype(np.int64), 1000)
+        code = np.fromiter((index.setdefault(d, len(index)) for d, _ in gas), np.int32, n)
+        # one list per field, each made in C, then every column in one conversion
+        stamps = [r.ts for _, r in gas]
+        try:
+            ts_us = np.array(stamps, np.int64) * 1000  # all in epoch milliseconds
+        except TypeError:  # some sent as text
+            ts_us = np.fromiter(map(epoch_us, stamps), np.int64, n)
+        valves = np.array([r.valve for _, r in gas], object)
+        faults = tuple(r.fault for _, r in gas)
         return cls(
             devices=tuple(index),
             code=code,
-            stamps=list(stamps),
-            ts_ms=ts_ms,
-            seq=np.fromiter(seqs, np.int64, n),
-            lel_pct=np.fromiter(lels, np.float64, n),
-            co_ppm=np.fromiter((math.nan if c is None else c for c in cos), np.float64, n),
-            valve=np.fromiter((_VALVE.get(v, math.nan) for v in valves), np.float64, n),
+            ts_us=ts_us,
+            ts_ms=np.floor_divide(ts_us, 1000),
+            seq=np.array([r.seq for _, r in gas], np.int64),
+            lel_pct=np.array([r.lel_pct for _, r in gas], np.float64),
+            co_ppm=np.array([r.co_ppm for _, r in gas], np.float64),  # None is NaN
+            valve=np.where(valves == "open", 1.0, np.where(valves == "closed", 0.0, math.nan)),
             fault=np.fromiter((f is not None for f in faults), np.float64, n),
+            fault_text=faults,
         )
+
+    def copy_data(self, received_at: datetime) -> bytes:
+        """The batch as PostgreSQL binary COPY data for the columns of `writer._COLUMNS`
+        (time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at).
+
+        Built column by column: rows of the same layout (device id length, CO present or
+        not, valve, fault length) form a group whose rows are fixed-width, so a group is one
+        numpy record array filled a column at a time. A COPY's row order does not matter."""
+        n = len(self)
+        if n == 0:
+            return _COPY_HEADER + _COPY_TRAILER
+        device_bytes = [d.encode() for d in self.devices]
+        device_len = np.array([len(b) for b in device_bytes], np.int64)[self.code]
+        fault_len = np.fromiter(
+            (_NULL if f is None else len(f.encode()) for f in self.fault_text), np.int64, n
+        )
+        co_null = np.isnan(self.co_ppm)
+        valve_kind = np.where(np.isnan(self.valve), 2, self.valve).astype(np.int64)
+        # fault codes are at most 64 characters, 256 bytes: the layout fits one integer
+        layout = (device_len << 20) | (co_null << 19) | (valve_kind << 16) | (fault_len + 1)
+        kinds, group = np.unique(layout, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(len(kinds) + 1))
+        received = _pg_us(received_at)
+        parts = [_COPY_HEADER]
+        for g in range(len(kinds)):
+            rows = order[bounds[g] : bounds[g + 1]]
+            first = int(rows[0])
+            parts.append(
+                self._group(
+                    rows,
+                    device_bytes,
+                    int(device_len[first]),
+                    bool(co_null[first]),
+                    int(valve_kind[first]),
+                    int(fault_len[first]),
+                    received,
+                )
+            )
+        parts.append(_COPY_TRAILER)
+        return b"".join(parts)
+
+    def _group(
+        self,
+        rows: NDArray[np.intp],
+        device_bytes: list[bytes],
+        device_len: int,
+        co_null: bool,
+        valve_kind: int,
+        fault_len: int,
+        received: int,
+    ) -> bytes:
+        valve = _VALVE_TEXT.get(valve_kind)
+        # each field is its length (-1 for NULL) then its bytes, in network order
+        fields: list[tuple[str, str]] = [
+            ("n", ">i2"),
+            *(("l_ts", ">i4"), ("ts", ">i8")),
+            *(("l_dev", ">i4"), ("dev", f"S{device_len}")),
+            *(("l_seq", ">i4"), ("seq", ">i8")),
+            *(("l_lel", ">i4"), ("lel", ">f4")),
+            ("l_co", ">i4"),
+        ]
+        if not co_null:
+            fields.append(("co", ">f4"))
+        fields.append(("l_valve", ">i4"))
+        if valve is not None:
+            fields.append(("valve", f"S{len(valve)}"))
+        fields.append(("l_fault", ">i4"))
+        if fault_len > 0:
+            fields.append(("fault", f"S{fault_len}"))
+        fields += [("l_rec", ">i4"), ("rec", ">i8")]
+        out = np.empty(len(rows), np.dtype(fields))
+        out["n"] = 8
+        out["l_ts"] = out["l_seq"] = out["l_rec"] = 8
+        out["ts"] = self.ts_us[rows] - _PG_EPOCH_US
+        out["l_dev"] = device_len
+        out["dev"] = np.array(device_bytes, f"S{device_len}")[self.code[rows]]
+        out["seq"] = self.seq[rows]
+        out["l_lel"] = 4
+        out["lel"] = self.lel_pct[rows]
+        if co_null:
+            out["l_co"] = _NULL
+        else:
+            out["l_co"] = 4
+            out["co"] = self.co_ppm[rows]
+        if valve is None:
+            out["l_valve"] = _NULL
+        else:
+            out["l_valve"] = len(valve)
+            out["valve"] = valve
+        out["l_fault"] = fault_len
+        if fault_len > 0:
+            texts = self.fault_text
+            out["fault"] = [str(texts[i]).encode() for i in rows.tolist()]
+        out["rec"] = received
+        return out.tobytes()
+
+
+def _pg_us(at: datetime) -> int:
+    return epoch_us(at) - _PG_EPOCH_US

@@ -6,30 +6,31 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
-from offsite.gateway.columns import GasColumns
+from offsite.gateway.columns import GasColumns, GasLike
 from offsite.gateway.decode import Refusal
 from offsite.gateway.equipment_payloads import (
     EQUIPMENT_FIELDS,
     EQUIPMENT_READINGS,
     EquipmentReading,
 )
-from offsite.gateway.payloads import DeviceStatus, GasReading
+from offsite.gateway.payloads import DeviceStatus
 from offsite.ingest.schema import Flavour
 
-_COLUMNS = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
+GAS_COLUMNS: Final = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
+"""The columns of `GasColumns.copy_data`, in its order."""
+_COLUMNS = GAS_COLUMNS
 # The staging table lives as long as the connection and empties at each commit.
 _CREATE_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS telemetry_gas_stage"
     " (LIKE telemetry_gas INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 _COPY = f"COPY telemetry_gas_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_TYPES = ["timestamptz", "text", "int8", "float4", "float4", "text", "text", "timestamptz"]
 _COPY_DIRECT = f"COPY telemetry_gas ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT = (
     f"INSERT INTO telemetry_gas ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_gas_stage"  # noqa: S608 - constants
@@ -65,7 +66,9 @@ _MERGE_POSTGRES = "".join(
 _STATUS = (
     "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
     " SELECT device_id, max(time), max(seq), max(received_at) FROM telemetry_gas_stage"
-    " GROUP BY device_id ON CONFLICT (device_id) DO UPDATE SET"
+    # in device order, as every status write is: two batches committing at once then
+    # take their row locks in the same order and never deadlock
+    " GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"
     " last_reading_ts = greatest(s.last_reading_ts, excluded.last_reading_ts),"
     " last_seq = greatest(s.last_seq, excluded.last_seq),"
     " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
@@ -125,7 +128,7 @@ class StatusChange:
 async def write_batch(
     conn: psycopg.AsyncConnection[Any],
     flavour: Flavour,
-    gas: Sequence[tuple[str, GasReading]],
+    gas: Sequence[tuple[str, GasLike]],
     received_at: datetime,
     refusals: Sequence[Refusal],
     statuses: Sequence[StatusChange],
@@ -144,27 +147,15 @@ async def write_batch(
         if equipment:
             stored_equipment = await _write_equipment(conn, equipment, received_at)
         if gas:
+            cols = columns if columns is not None else GasColumns.of(gas)
+            data = cols.copy_data(received_at)
             try:
                 async with conn.transaction(), conn.cursor().copy(_COPY_DIRECT) as copy:
-                    copy.set_types(_TYPES)
-                    for device_id, r in gas:
-                        await copy.write_row(
-                            (
-                                r.ts,
-                                device_id,
-                                r.seq,
-                                r.lel_pct,
-                                r.co_ppm,
-                                r.valve,
-                                r.fault,
-                                received_at,
-                            )
-                        )
+                    await copy.write(data)
             except psycopg.errors.UniqueViolation:
-                stored = await _write_staged(conn, flavour, gas, received_at)
+                stored = await _write_staged(conn, flavour, data)
             else:
                 stored = len(gas)
-                cols = columns if columns is not None else GasColumns.of(gas)
                 await _after_direct(conn, flavour, cols, received_at)
         if refusals:
             async with conn.cursor() as cur:
@@ -227,27 +218,18 @@ async def _write_equipment(
         last[device_id] = (
             (r.ts, r.seq) if seen is None else (max(seen[0], r.ts), max(seen[1], r.seq))
         )
+    ids = sorted(last)  # device order: see _STATUS
     await conn.execute(
-        _STATUS_ARRAYS,
-        (received_at, list(last), [v[0] for v in last.values()], [v[1] for v in last.values()]),
+        _STATUS_ARRAYS, (received_at, ids, [last[d][0] for d in ids], [last[d][1] for d in ids])
     )
     return stored
 
 
-async def _write_staged(
-    conn: psycopg.AsyncConnection[Any],
-    flavour: Flavour,
-    gas: Sequence[tuple[str, GasReading]],
-    received_at: datetime,
-) -> int:
+async def _write_staged(conn: psycopg.AsyncConnection[Any], flavour: Flavour, data: bytes) -> int:
     """The batch holds readings stored before: insert what is new, skip the rest."""
     await conn.execute(_CREATE_STAGE)
     async with conn.cursor().copy(_COPY) as copy:
-        copy.set_types(_TYPES)
-        for device_id, r in gas:
-            await copy.write_row(
-                (r.ts, device_id, r.seq, r.lel_pct, r.co_ppm, r.valve, r.fault, received_at)
-            )
+        await copy.write(data)
     if flavour == "timescaledb":
         cur = await conn.execute(_MERGE_TIMESCALEDB)
         stored = cur.rowcount
@@ -266,13 +248,20 @@ async def _after_direct(
     aggregated here, so the database gets one row per device and bucket."""
     code = cols.code.astype(np.int64)
     # the newest reading of each device: last of its run when sorted by (device, time)
-    order = np.lexsort((cols.ts_ms, code))
+    order = np.lexsort((cols.ts_us, code))
     ends = order[np.flatnonzero(np.diff(code[order], append=len(cols.devices)))]
     last_seq = np.full(len(cols.devices), -1, np.int64)
     np.maximum.at(last_seq, code, cols.seq)
-    stamps = cols.stamps
-    status = (received_at, list(cols.devices), [stamps[i] for i in ends], last_seq.tolist())
-    await conn.execute(_STATUS_ARRAYS, status)
+    by_id = sorted(range(len(cols.devices)), key=cols.devices.__getitem__)
+    await conn.execute(
+        _STATUS_ARRAYS,
+        (
+            received_at,
+            [cols.devices[d] for d in by_id],
+            [cols.stamp(int(ends[d])) for d in by_id],
+            [int(last_seq[d]) for d in by_id],
+        ),
+    )
     if flavour == "postgres":
         await _append_rollup_deltas(conn, cols, code)
 
