@@ -105,9 +105,10 @@ def _same(fast: GasWire, reference: GasReading) -> None:
 
 def _compare(payload: bytes) -> bool:
     """True when the fast decoder took the payload."""
-    fast = _gas_wire(payload)
-    if fast is None:
+    taken = _gas_wire(payload)
+    if taken is None:
         return False
+    fast, newest_ms = taken
     try:
         reference = REFERENCE.validate_json(payload)
     except ValidationError as exc:
@@ -116,6 +117,8 @@ def _compare(payload: bytes) -> bool:
     assert len(fast) == len(references)
     for got, expected in zip(fast, references, strict=True):
         _same(got, expected)
+    if references:
+        assert abs(newest_ms * 1000 - max(epoch_us(r.ts) for r in references)) <= 1
     return True
 
 

@@ -98,17 +98,24 @@ _DECODE_SLICE = 250
 @dataclass(slots=True)
 class _DecodedBatch:
     now: datetime
-    gas: list[tuple[str, GasWire]] = field(default_factory=list)
+    gas_readings: list[GasWire] = field(default_factory=list)
+    gas_runs: list[tuple[str, int]] = field(default_factory=list)
+    """The device of `gas_readings`, (device, count) a message, in order."""
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
     acks: list[tuple[str, CommandAck]] = field(default_factory=list)
     gas_columns: GasColumns | None = None
-    """`gas` as columns, made once for the writer and the detectors."""
+    """The gas readings as columns, made once for the writer and the detectors."""
     refusals: list[Refusal] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     firsts: list[float] = field(default_factory=list)
     """Device time of each message's first reading, for publish-to-commit latency."""
     flagged: list[Finding] = field(default_factory=list)
     """Devices found flooding in this batch (raised after its commit, with the rest)."""
+
+    def gas_pairs(self) -> list[tuple[str, GasWire]]:
+        """The gas readings as (device, reading)."""
+        devices = (device_id for device_id, count in self.gas_runs for _ in range(count))
+        return list(zip(devices, self.gas_readings, strict=True))
 
 
 class Runtime:
@@ -349,9 +356,10 @@ class Runtime:
             if self.flood is not None and not self._admitted(item, out):
                 continue  # refused before any decoding: a flood costs a lookup per message
             decoded = self._decode(item, now)
-            if decoded.gas:
-                out.firsts.append(epoch_us(decoded.gas[0][1].ts) / 1e6)
-                out.gas.extend(decoded.gas)
+            if decoded.gas_readings:
+                out.firsts.append(epoch_us(decoded.gas_readings[0].ts) / 1e6)
+                out.gas_readings.extend(decoded.gas_readings)
+                out.gas_runs.append((decoded.gas_device, len(decoded.gas_readings)))
             if decoded.equipment:
                 out.firsts.append(decoded.equipment[0][1].ts.timestamp())
                 out.equipment.extend(decoded.equipment)
@@ -364,8 +372,8 @@ class Runtime:
                 out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
             if decoded.acks:
                 out.acks.extend(decoded.acks)
-        if out.gas:
-            out.gas_columns = GasColumns.of(out.gas)
+        if out.gas_readings:
+            out.gas_columns = GasColumns.of_runs(out.gas_runs, out.gas_readings)
         return out
 
     async def _store(
@@ -452,19 +460,18 @@ class Runtime:
         (`offsite_refused_messages_total{reason="unstorable"}`) rather than retried for
         ever with the stream stalled behind them."""
         delay = 0.2
-        gas, equipment, refusals, statuses = d.gas, d.equipment, d.refusals, d.statuses
+        gas, equipment, refusals, statuses = d.gas_columns, d.equipment, d.refusals, d.statuses
         while True:
             try:
                 async with self.pool.connection() as conn:
                     return await write_batch(
                         conn,
                         self.flavour,
-                        gas,
+                        gas if gas is not None else (),
                         d.now,
                         refusals,
                         statuses,
                         equipment,
-                        d.gas_columns if gas else None,
                     )
             except (psycopg.OperationalError, TimeoutError) as exc:
                 self.metrics.write_errors.labels("unavailable").inc()
@@ -473,7 +480,7 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
             except psycopg.DataError as exc:
                 self.metrics.write_errors.labels("data").inc()
-                if gas or equipment:
+                if gas is not None or equipment:
                     _LOG.error("batch refused by the database: %s; quarantining it", exc)
                     refusals = [
                         *refusals,
@@ -485,15 +492,15 @@ class Runtime:
                                 body,
                             )
                             for domain, device_id, body in (
-                                *(("gas", d, msgspec.json.encode(r)) for d, r in gas),
+                                *(("gas", i, msgspec.json.encode(r)) for i, r in d.gas_pairs()),
                                 *(
-                                    ("equipment", d, r.model_dump_json().encode())
-                                    for d, r in equipment
+                                    ("equipment", i, r.model_dump_json().encode())
+                                    for i, r in equipment
                                 ),
                             )
                         ),
                     ]
-                    gas, equipment = [], []
+                    gas, equipment = None, []
                 elif statuses:
                     _LOG.error("device status refused by the database (%s); set aside", exc)
                     for change in statuses:

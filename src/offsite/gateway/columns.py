@@ -73,33 +73,56 @@ class GasColumns:
 
     @classmethod
     def of(cls, gas: Sequence[tuple[str, GasLike]]) -> GasColumns:
-        n = len(gas)
-        if n == 0:
-            empty = np.empty(0)
-            none = np.empty(0, np.int64)
-            return cls((), np.empty(0, np.int32), none, none, none, empty, empty, empty,
-                       empty, ())  # fmt: skip
+        """Columns of (device, reading) pairs."""
+        runs: list[tuple[str, int]] = []
+        for device_id, _ in gas:
+            if runs and runs[-1][0] == device_id:
+                runs[-1] = (device_id, runs[-1][1] + 1)
+            else:
+                runs.append((device_id, 1))
+        return cls.of_runs(runs, [r for _, r in gas])
+
+    @classmethod
+    def of_runs(cls, runs: Sequence[tuple[str, int]], readings: Sequence[GasLike]) -> GasColumns:
+        """Columns of readings given with their devices as runs, (device, count) each in
+        reading order: the gateway's batches, one run a message."""
+        n = len(readings)
         index: dict[str, int] = {}
-        code = np.fromiter((index.setdefault(d, len(index)) for d, _ in gas), np.int32, n)
-        # one list per field, each made in C, then every column in one conversion
-        stamps = [r.ts for _, r in gas]
+        run_codes = [index.setdefault(d, len(index)) for d, _ in runs]
+        code = np.repeat(np.array(run_codes, np.int32), [c for _, c in runs])
+        if len(code) != n:
+            raise ValueError(f"runs cover {len(code)} readings, not {n}")
+        # one list per field, each made in C, then every column in one conversion; the
+        # fields most readings leave out (CO, valve, fault) are looked at once when none has
+        # them
+        stamps = [r.ts for r in readings]
         try:
             ts_us = np.array(stamps, np.int64) * 1000  # all in epoch milliseconds
         except TypeError:  # some sent as text
             ts_us = np.fromiter(map(epoch_us, stamps), np.int64, n)
-        valves = np.array([r.valve for _, r in gas], object)
-        faults = tuple(r.fault for _, r in gas)
+        cos = [r.co_ppm for r in readings]
+        valves = [r.valve for r in readings]
+        faults = [r.fault for r in readings]
+        if valves.count(None) == n:
+            valve = np.full(n, math.nan)
+        else:
+            coded = np.array(valves, object)
+            valve = np.where(coded == "open", 1.0, np.where(coded == "closed", 0.0, math.nan))
         return cls(
             devices=tuple(index),
             code=code,
             ts_us=ts_us,
             ts_ms=np.floor_divide(ts_us, 1000),
-            seq=np.array([r.seq for _, r in gas], np.int64),
-            lel_pct=np.array([r.lel_pct for _, r in gas], np.float64),
-            co_ppm=np.array([r.co_ppm for _, r in gas], np.float64),  # None is NaN
-            valve=np.where(valves == "open", 1.0, np.where(valves == "closed", 0.0, math.nan)),
-            fault=np.fromiter((f is not None for f in faults), np.float64, n),
-            fault_text=faults,
+            seq=np.array([r.seq for r in readings], np.int64),
+            lel_pct=np.array([r.lel_pct for r in readings], np.float64),
+            co_ppm=np.full(n, math.nan) if cos.count(None) == n else np.array(cos, np.float64),
+            valve=valve,
+            fault=(
+                np.zeros(n)
+                if faults.count(None) == n
+                else np.fromiter((f is not None for f in faults), np.float64, n)
+            ),
+            fault_text=tuple(faults),
         )
 
     def copy_data(self, received_at: datetime) -> bytes:
@@ -114,9 +137,12 @@ class GasColumns:
             return _COPY_HEADER + _COPY_TRAILER
         device_bytes = [d.encode() for d in self.devices]
         device_len = np.array([len(b) for b in device_bytes], np.int64)[self.code]
-        fault_len = np.fromiter(
-            (_NULL if f is None else len(f.encode()) for f in self.fault_text), np.int64, n
-        )
+        if self.fault.any():
+            fault_len = np.fromiter(
+                (_NULL if f is None else len(f.encode()) for f in self.fault_text), np.int64, n
+            )
+        else:
+            fault_len = np.full(n, _NULL, np.int64)
         co_null = np.isnan(self.co_ppm)
         valve_kind = np.where(np.isnan(self.valve), 2, self.valve).astype(np.int64)
         # fault codes are at most 64 characters, 256 bytes: the layout fits one integer

@@ -105,11 +105,18 @@ class Refusal:
 class Decoded:
     """The outcome of one message: readings to store, refusals to quarantine, a status."""
 
-    gas: list[tuple[str, GasWire]] = field(default_factory=list)
+    gas_readings: list[GasWire] = field(default_factory=list)
+    """The gas readings of the message, all of `gas_device`."""
+    gas_device: str = ""
     equipment: list[tuple[str, EquipmentReading]] = field(default_factory=list)
     acks: list[tuple[str, CommandAck]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     status: tuple[str, DeviceStatus] | None = None
+
+    @property
+    def gas(self) -> list[tuple[str, GasWire]]:
+        """The gas readings as (device, reading)."""
+        return [(self.gas_device, r) for r in self.gas_readings]
 
 
 def parse_topic(topic: str) -> Topic | None:
@@ -222,8 +229,9 @@ def decode_message(
                     Refusal(topic, device_id, problem, item[1].model_dump_json().encode())
                 )
         sink[:] = kept
-    if is_gas:
-        out.gas.extend((d, GasWire.of(r)) for d, r in sink)
+    if is_gas and sink:
+        out.gas_device = device_id
+        out.gas_readings.extend(GasWire.of(r) for _, r in sink)
     return out
 
 
@@ -236,54 +244,57 @@ def _decode_gas_wire(
     max_readings: int,
 ) -> bool:
     """The usual path of a gas message; False when the fast decoder does not take it."""
-    wire = _gas_wire(payload)
-    if wire is None:
+    decoded = _gas_wire(payload)
+    if decoded is None:
         return False
+    wire, newest_ms = decoded
     if not wire:
         # nothing to store, but a message is never dropped without a trace
         out.refusals.append(Refusal(topic, device_id, "an empty array holds no readings", payload))
     elif len(wire) > max_readings:
         reason = f"{len(wire)} readings in one message exceed {max_readings}"
         out.refusals.append(Refusal(topic, device_id, reason, payload))
-    elif _newest_ms(wire) > received_at.timestamp() * 1000 + _MAX_FUTURE_MS:
-        for reading in wire:
-            problem = _ahead_of(reading.ts, received_at)
-            if problem is None:
-                out.gas.append((device_id, reading))
-            else:
-                body = msgspec.json.encode(reading)
-                out.refusals.append(Refusal(topic, device_id, problem, body))
     else:
-        out.gas.extend(zip(repeat(device_id), wire))
+        out.gas_device = device_id
+        if newest_ms > received_at.timestamp() * 1000 + _MAX_FUTURE_MS:
+            for reading in wire:
+                problem = _ahead_of(reading.ts, received_at)
+                if problem is None:
+                    out.gas_readings.append(reading)
+                else:
+                    body = msgspec.json.encode(reading)
+                    out.refusals.append(Refusal(topic, device_id, problem, body))
+        else:
+            out.gas_readings = wire
     return True
 
 
-def _gas_wire(payload: bytes) -> list[GasWire] | None:
-    """The fast decoder's readings, or None when it does not take the payload whole (the
-    reference decoder then decides). Event times sent as text are parsed by `GasReading`'s
-    own parser, here in one call for the message."""
+def _gas_wire(payload: bytes) -> tuple[list[GasWire], float] | None:
+    """The fast decoder's readings and the newest of their event times (epoch ms), or None
+    when it does not take the payload whole (the reference decoder then decides). Event
+    times sent as text are parsed by `GasReading`'s own parser, in one call a message."""
     try:
         value = _GAS_WIRE.decode(payload)
     except msgspec.DecodeError:  # ValidationError included
         return None
     readings = value if isinstance(value, list) else [value]
-    texts = [r for r in readings if not isinstance(r.ts, int)]
-    if texts:
-        try:
-            stamps = _EVENT_TIMES.validate_python([r.ts for r in texts])
-        except ValidationError:
-            return None
-        for reading, stamp in zip(texts, stamps, strict=True):
-            reading.ts = stamp
-    return readings
-
-
-def _newest_ms(readings: list[GasWire]) -> float:
-    stamps = [r.ts for r in readings]
-    millis = [t for t in stamps if isinstance(t, int)]
-    if len(millis) == len(stamps):
-        return max(millis)
-    return max(map(epoch_us, stamps)) / 1000
+    if not readings:
+        return readings, 0.0
+    stamps: list[Any] = [r.ts for r in readings]
+    try:
+        newest = max(stamps)
+    except TypeError:  # numbers and text mixed
+        newest = None
+    if isinstance(newest, int):  # all in epoch milliseconds: the usual case
+        return readings, newest
+    texts = [r for r in readings if isinstance(r.ts, str)]
+    try:
+        parsed = _EVENT_TIMES.validate_python([r.ts for r in texts])
+    except ValidationError:
+        return None
+    for reading, stamp in zip(texts, parsed, strict=True):
+        reading.ts = stamp
+    return readings, max(map(epoch_us, (r.ts for r in readings))) / 1000
 
 
 def _ahead_of(ts: int | datetime, received_at: datetime) -> str | None:

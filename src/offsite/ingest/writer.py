@@ -128,12 +128,11 @@ class StatusChange:
 async def write_batch(
     conn: psycopg.AsyncConnection[Any],
     flavour: Flavour,
-    gas: Sequence[tuple[str, GasLike]],
+    gas: Sequence[tuple[str, GasLike]] | GasColumns,
     received_at: datetime,
     refusals: Sequence[Refusal],
     statuses: Sequence[StatusChange],
     equipment: Sequence[tuple[str, EquipmentReading]] = (),
-    columns: GasColumns | None = None,
 ) -> BatchResult:
     """Store a batch atomically. Readings already stored (same device, time, seq) are
     skipped, so a message the broker redelivers after a crash is stored once.
@@ -146,8 +145,8 @@ async def write_batch(
     async with conn.transaction():
         if equipment:
             stored_equipment = await _write_equipment(conn, equipment, received_at)
-        if gas:
-            cols = columns if columns is not None else GasColumns.of(gas)
+        cols = gas if isinstance(gas, GasColumns) else GasColumns.of(gas)
+        if len(cols):
             data = cols.copy_data(received_at)
             try:
                 async with conn.transaction(), conn.cursor().copy(_COPY_DIRECT) as copy:
@@ -155,7 +154,7 @@ async def write_batch(
             except psycopg.errors.UniqueViolation:
                 stored = await _write_staged(conn, flavour, data)
             else:
-                stored = len(gas)
+                stored = len(cols)
                 await _after_direct(conn, flavour, cols, received_at)
         if refusals:
             async with conn.cursor() as cur:
@@ -168,12 +167,15 @@ async def write_batch(
             await conn.execute(
                 "INSERT INTO device_status AS s (device_id, status, status_at)"
                 " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
-                " status = excluded.status, status_at = excluded.status_at",
+                " status = excluded.status, status_at = excluded.status_at"
+                # batches commit in any order (several are written at once): a later
+                # change already stored is never undone by an earlier one
+                " WHERE s.status_at IS NULL OR s.status_at <= excluded.status_at",
                 (change.device_id, change.status, change.at),
             )
     return BatchResult(
         stored,
-        len(gas) - stored,
+        len(cols) - stored,
         len(refusals),
         stored_equipment,
         len(equipment) - stored_equipment,

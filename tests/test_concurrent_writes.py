@@ -1,0 +1,69 @@
+"""The gateway writes several batches at once, on several connections: whatever order
+their commits land in, every reading is stored once and a device's latest state wins."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from offsite.gateway.columns import GasColumns
+from offsite.gateway.payloads import GasWire
+from offsite.ingest.writer import StatusChange, write_batch
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def _readings(seqs: range, devices: int = 50) -> GasColumns:
+    return GasColumns.of(
+        [
+            (f"gas-{seq % devices:04d}", GasWire(ts=NOW_MS + seq, seq=seq, lel_pct=2.0))
+            for seq in seqs
+        ]
+    )
+
+
+async def test_overlapping_batches_written_at_once_store_each_reading_once(
+    database_url: str,
+) -> None:
+    """Two batches sharing readings (a redelivery racing the original), committed at once
+    on two connections: the second waits on the first's rows, then skips them."""
+    first, second = _readings(range(0, 3000)), _readings(range(2000, 5000))
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as one,
+        await psycopg.AsyncConnection.connect(database_url) as two,
+    ):
+        results = await asyncio.gather(
+            write_batch(one, "postgres", first, NOW, [], []),
+            write_batch(two, "postgres", second, NOW, [], []),
+        )
+    assert sorted((r.stored, r.duplicates) for r in results) == [(2000, 1000), (3000, 0)]
+    with psycopg.connect(database_url) as conn:
+        row: Any = conn.execute(
+            "SELECT count(*), count(DISTINCT (device_id, seq)), min(seq), max(seq)"
+            " FROM telemetry_gas"
+        ).fetchone()
+        assert tuple(row) == (5000, 5000, 0, 4999)
+        status = conn.execute(
+            "SELECT last_seq FROM device_status WHERE device_id = 'gas-0049'"
+        ).fetchone()
+        assert status == (4999,)
+
+
+async def test_an_earlier_status_committed_later_does_not_undo_a_later_one(
+    database_url: str,
+) -> None:
+    earlier, later = NOW, NOW + timedelta(seconds=1)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        online = [StatusChange("gas-0001", "online", later)]
+        await write_batch(conn, "postgres", (), later, [], online)
+        await write_batch(
+            conn, "postgres", (), earlier, [], [StatusChange("gas-0001", "offline", earlier)]
+        )
+        cur = await conn.execute(
+            "SELECT status, status_at FROM device_status WHERE device_id = 'gas-0001'"
+        )
+        assert await cur.fetchone() == ("online", later)
