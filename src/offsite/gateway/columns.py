@@ -99,7 +99,7 @@ class GasColumns:
         try:
             ts_us = np.array(stamps, np.int64) * 1000  # all in epoch milliseconds
         except TypeError:  # some sent as text
-            ts_us = np.fromiter(map(epoch_us, stamps), np.int64, n)
+            ts_us = _epoch_us(stamps)
         cos = [r.co_ppm for r in readings]
         valves = [r.valve for r in readings]
         faults = [r.fault for r in readings]
@@ -223,6 +223,21 @@ class GasColumns:
             out["fault"] = [str(texts[i]).encode() for i in rows.tolist()]
         out["rec"] = received
         return out.tobytes()
+
+
+def _epoch_us(stamps: list[int | datetime]) -> NDArray[np.int64]:
+    """Epoch microseconds of event times given as epoch milliseconds or datetimes.
+
+    Through float seconds (`datetime.timestamp`, a third of the cost of exact datetime
+    arithmetic): exact to the microsecond before 2**32 s (the year 2106), the float's error
+    staying under half a microsecond; exact arithmetic past that."""
+    n = len(stamps)
+    seconds = np.fromiter(
+        (t / 1000 if isinstance(t, int) else t.timestamp() for t in stamps), np.float64, n
+    )
+    if n and (seconds.max() >= 2.0**32 or seconds.min() < 0):
+        return np.fromiter(map(epoch_us, stamps), np.int64, n)
+    return np.round(seconds * 1e6).astype(np.int64)
 
 
 def _pg_us(at: datetime) -> int:

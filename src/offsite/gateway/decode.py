@@ -288,13 +288,23 @@ def _gas_wire(payload: bytes) -> tuple[list[GasWire], float] | None:
     if isinstance(newest, int):  # all in epoch milliseconds: the usual case
         return readings, newest
     texts = [r for r in readings if isinstance(r.ts, str)]
-    try:
-        parsed = _EVENT_TIMES.validate_python([r.ts for r in texts])
-    except ValidationError:
+    parsed = _event_times([r.ts for r in texts])
+    if parsed is None:
         return None
     for reading, stamp in zip(texts, parsed, strict=True):
         reading.ts = stamp
+    if len(texts) == len(readings):
+        return readings, epoch_us(max(parsed)) / 1000
     return readings, max(map(epoch_us, (r.ts for r in readings))) / 1000
+
+
+def _event_times(texts: list[str]) -> list[datetime] | None:
+    """Event times sent as text, parsed as `GasReading` parses them, or None if one is not
+    an event time it takes."""
+    try:
+        return _EVENT_TIMES.validate_python(texts)
+    except ValidationError:
+        return None
 
 
 def _ahead_of(ts: int | datetime, received_at: datetime) -> str | None:
