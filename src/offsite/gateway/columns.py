@@ -6,7 +6,6 @@ were a third of the gateway's time."""
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,15 +15,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offsite.gateway.payloads import epoch_us
+from offsite.ingest import copy_binary
+from offsite.ingest.copy_binary import Fixed, Text
 
 _VALVE = {"open": 1.0, "closed": 0.0}
 """As the detectors code it (detectors/batch.py, CODES)."""
-_VALVE_TEXT: Final = {1: b"open", 0: b"closed"}
-_PG_EPOCH_US: Final = 946_684_800_000_000
-"""PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC."""
-_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_COPY_TRAILER: Final = struct.pack("!h", -1)
-_NULL: Final = -1
+_VALVE_TEXT: Final = (b"closed", b"open")
+"""Indexed by the valve's code."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -126,103 +123,33 @@ class GasColumns:
         )
 
     def copy_data(self, received_at: datetime) -> bytes:
-        """The batch as PostgreSQL binary COPY data for the columns of `writer._COLUMNS`
-        (time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at).
-
-        Built column by column: rows of the same layout (device id length, CO present or
-        not, valve, fault length) form a group whose rows are fixed-width, so a group is one
-        numpy record array filled a column at a time. A COPY's row order does not matter."""
+        """The batch as PostgreSQL binary COPY data for the columns of `writer.GAS_COLUMNS`
+        (time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at), built a column
+        at a time (ingest/copy_binary.py)."""
         n = len(self)
-        if n == 0:
-            return _COPY_HEADER + _COPY_TRAILER
-        device_bytes = [d.encode() for d in self.devices]
-        device_len = np.array([len(b) for b in device_bytes], np.int64)[self.code]
+        valve = np.where(np.isnan(self.valve), -1, self.valve).astype(np.int64)
+        faults: dict[str, int] = {}
         if self.fault.any():
-            fault_len = np.fromiter(
-                (_NULL if f is None else len(f.encode()) for f in self.fault_text), np.int64, n
+            fault = np.fromiter(
+                (-1 if f is None else faults.setdefault(f, len(faults)) for f in self.fault_text),
+                np.int64,
+                n,
             )
         else:
-            fault_len = np.full(n, _NULL, np.int64)
-        co_null = np.isnan(self.co_ppm)
-        valve_kind = np.where(np.isnan(self.valve), 2, self.valve).astype(np.int64)
-        # fault codes are at most 64 characters, 256 bytes: the layout fits one integer
-        layout = (device_len << 20) | (co_null << 19) | (valve_kind << 16) | (fault_len + 1)
-        kinds, group = np.unique(layout, return_inverse=True)
-        order = np.argsort(group, kind="stable")
-        bounds = np.searchsorted(group[order], np.arange(len(kinds) + 1))
-        received = _pg_us(received_at)
-        parts = [_COPY_HEADER]
-        for g in range(len(kinds)):
-            rows = order[bounds[g] : bounds[g + 1]]
-            first = int(rows[0])
-            parts.append(
-                self._group(
-                    rows,
-                    device_bytes,
-                    int(device_len[first]),
-                    bool(co_null[first]),
-                    int(valve_kind[first]),
-                    int(fault_len[first]),
-                    received,
-                )
-            )
-        parts.append(_COPY_TRAILER)
-        return b"".join(parts)
-
-    def _group(
-        self,
-        rows: NDArray[np.intp],
-        device_bytes: list[bytes],
-        device_len: int,
-        co_null: bool,
-        valve_kind: int,
-        fault_len: int,
-        received: int,
-    ) -> bytes:
-        valve = _VALVE_TEXT.get(valve_kind)
-        # each field is its length (-1 for NULL) then its bytes, in network order
-        fields: list[tuple[str, str]] = [
-            ("n", ">i2"),
-            *(("l_ts", ">i4"), ("ts", ">i8")),
-            *(("l_dev", ">i4"), ("dev", f"S{device_len}")),
-            *(("l_seq", ">i4"), ("seq", ">i8")),
-            *(("l_lel", ">i4"), ("lel", ">f4")),
-            ("l_co", ">i4"),
-        ]
-        if not co_null:
-            fields.append(("co", ">f4"))
-        fields.append(("l_valve", ">i4"))
-        if valve is not None:
-            fields.append(("valve", f"S{len(valve)}"))
-        fields.append(("l_fault", ">i4"))
-        if fault_len > 0:
-            fields.append(("fault", f"S{fault_len}"))
-        fields += [("l_rec", ">i4"), ("rec", ">i8")]
-        out = np.empty(len(rows), np.dtype(fields))
-        out["n"] = 8
-        out["l_ts"] = out["l_seq"] = out["l_rec"] = 8
-        out["ts"] = self.ts_us[rows] - _PG_EPOCH_US
-        out["l_dev"] = device_len
-        out["dev"] = np.array(device_bytes, f"S{device_len}")[self.code[rows]]
-        out["seq"] = self.seq[rows]
-        out["l_lel"] = 4
-        out["lel"] = self.lel_pct[rows]
-        if co_null:
-            out["l_co"] = _NULL
-        else:
-            out["l_co"] = 4
-            out["co"] = self.co_ppm[rows]
-        if valve is None:
-            out["l_valve"] = _NULL
-        else:
-            out["l_valve"] = len(valve)
-            out["valve"] = valve
-        out["l_fault"] = fault_len
-        if fault_len > 0:
-            texts = self.fault_text
-            out["fault"] = [str(texts[i]).encode() for i in rows.tolist()]
-        out["rec"] = received
-        return out.tobytes()
+            fault = np.full(n, -1, np.int64)
+        return copy_binary.copy_data(
+            n,
+            [
+                Fixed(self.ts_us, "timestamptz"),
+                Text(self.code, [d.encode() for d in self.devices]),
+                Fixed(self.seq, "int8"),
+                Fixed(self.lel_pct, "float4"),
+                Fixed(self.co_ppm, "float4", nullable=True),
+                Text(valve, _VALVE_TEXT),
+                Text(fault, [f.encode() for f in faults]),
+                Fixed(np.full(n, epoch_us(received_at), np.int64), "timestamptz"),
+            ],
+        )
 
 
 def _epoch_us(stamps: list[int | datetime]) -> NDArray[np.int64]:
@@ -238,7 +165,3 @@ def _epoch_us(stamps: list[int | datetime]) -> NDArray[np.int64]:
     if n and (seconds.max() >= 2.0**32 or seconds.min() < 0):
         return np.fromiter(map(epoch_us, stamps), np.int64, n)
     return np.round(seconds * 1e6).astype(np.int64)
-
-
-def _pg_us(at: datetime) -> int:
-    return epoch_us(at) - _PG_EPOCH_US

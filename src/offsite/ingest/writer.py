@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
@@ -20,6 +19,7 @@ from offsite.gateway.equipment_payloads import (
     EquipmentReading,
 )
 from offsite.gateway.payloads import DeviceStatus
+from offsite.ingest.copy_binary import Fixed, Text, copy_data
 from offsite.ingest.schema import Flavour
 
 GAS_COLUMNS: Final = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
@@ -47,7 +47,6 @@ _ROLLUP_STAGED = (
     " sum(lel_pct::float8), min(lel_pct), max(lel_pct), max(co_ppm) FROM inserted GROUP BY 1, 2)"
 )
 _COPY_DELTA = f"COPY telemetry_gas_1m_delta ({_DELTA_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_DELTA_TYPES = ["text", "timestamptz", "int8", "float8", "float4", "float4", "float4"]
 
 
 # TimescaleDB keeps its rollups itself (continuous aggregates).
@@ -83,6 +82,14 @@ _STATUS_ARRAYS = (
     " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
 )
 
+
+_STATUS_ARRAYS_US = _STATUS_ARRAYS.replace(
+    "SELECT d, t, q, %b FROM unnest(%b::text[], %b::timestamptz[], %b::int8[])",
+    # event times as epoch microseconds: exact, and no datetime made per device
+    "SELECT d, TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond', q, %b"
+    " FROM unnest(%b::text[], %b::int8[], %b::int8[])",
+)
+assert _STATUS_ARRAYS_US != _STATUS_ARRAYS
 
 _EQUIPMENT_COLUMNS = f"time, device_id, seq, kind, {', '.join(EQUIPMENT_FIELDS)}, received_at"
 _EQUIPMENT_TYPES = [
@@ -256,12 +263,12 @@ async def _after_direct(
     np.maximum.at(last_seq, code, cols.seq)
     by_id = sorted(range(len(cols.devices)), key=cols.devices.__getitem__)
     await conn.execute(
-        _STATUS_ARRAYS,
+        _STATUS_ARRAYS_US,
         (
             received_at,
             [cols.devices[d] for d in by_id],
-            [cols.stamp(int(ends[d])) for d in by_id],
-            [int(last_seq[d]) for d in by_id],
+            cols.ts_us[ends[by_id]].tolist(),
+            last_seq[by_id].tolist(),
         ),
     )
     if flavour == "postgres":
@@ -288,20 +295,18 @@ async def _append_rollup_deltas(
     np.maximum.at(high, slot, lel)
     co_max = np.full(n, np.nan)
     np.fmax.at(co_max, slot, co)  # fmax skips the NaN of readings without CO
-    key_device = (keys >> 32).tolist()
-    key_minute = ((keys & 0xFFFFFFFF) + first).tolist()
+    key_minute = (keys & 0xFFFFFFFF) + first
+    data = copy_data(
+        n,
+        [
+            Text(keys >> 32, [d.encode() for d in cols.devices]),
+            Fixed(key_minute * 60_000_000, "timestamptz"),
+            Fixed(count.astype(np.int64), "int8"),
+            Fixed(total, "float8"),
+            Fixed(low, "float4"),
+            Fixed(high, "float4"),
+            Fixed(co_max, "float4", nullable=True),
+        ],
+    )
     async with conn.cursor().copy(_COPY_DELTA) as copy:
-        copy.set_types(_DELTA_TYPES)
-        for i, (device, minute) in enumerate(zip(key_device, key_minute, strict=True)):
-            peak = float(co_max[i])
-            await copy.write_row(
-                (
-                    cols.devices[device],
-                    datetime.fromtimestamp(minute * 60, UTC),
-                    int(count[i]),
-                    float(total[i]),
-                    float(low[i]),
-                    float(high[i]),
-                    None if math.isnan(peak) else peak,
-                )
-            )
+        await copy.write(data)
