@@ -90,6 +90,12 @@ class Metrics:
             "from a finding being raised to its new clue's alert being committed",
         )
         self.registry.register(self.announce_latency)
+        self.loop_lag = LatencyHistogram(
+            "offsite_event_loop_lag_seconds",
+            "how late a 10 ms timer fires on the gateway's event loop: the longest stall any"
+            " alert waited behind",
+        )
+        self.registry.register(self.loop_lag)
         self.mqtt_connected = Gauge(
             "offsite_mqtt_connected", "1 while connected to the broker", registry=self.registry
         )

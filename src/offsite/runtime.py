@@ -234,6 +234,7 @@ class Runtime:
             self._spawn(self._registry_listener(), "registry-listener")
             self._spawn(self._partition_loop(), "partitions")
             self._spawn(self._checkpoint_loop(), "checkpoints")
+            self._spawn(self._loop_lag(), "loop-lag")
             self._spawn(self._ledger_loop(), "ledger-checkpoints")
             self._spawn(self._credit_loop(), "credit")
             self._spawn(self._deadline_loop(), "clue-deadlines")
@@ -807,6 +808,20 @@ class Runtime:
             except psycopg.Error:
                 _LOG.exception("finding %s could not be recorded", finding.key)
                 return None
+
+    async def _loop_lag(self) -> None:
+        """Sample how late the event loop runs a timer: work that holds the loop holds
+        every alert behind it."""
+        period = 0.01
+        loop = asyncio.get_running_loop()
+        lags: list[float] = []
+        while True:
+            before = loop.time()
+            await asyncio.sleep(period)
+            lags.append(max(loop.time() - before - period, 0.0))
+            if len(lags) >= 100:
+                self.metrics.loop_lag.observe_many(lags)
+                lags = []
 
     async def _silence_loop(self) -> None:
         while True:
