@@ -19,7 +19,6 @@ from offsite.gateway.equipment_payloads import (
     EquipmentReading,
 )
 from offsite.gateway.payloads import DeviceStatus
-from offsite.ingest.copy_binary import Fixed, Text, copy_data
 from offsite.ingest.schema import Flavour
 
 GAS_COLUMNS: Final = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
@@ -46,7 +45,13 @@ _ROLLUP_STAGED = (
     " SELECT device_id, date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01'), count(*),"
     " sum(lel_pct::float8), min(lel_pct), max(lel_pct), max(co_ppm) FROM inserted GROUP BY 1, 2)"
 )
-_COPY_DELTA = f"COPY telemetry_gas_1m_delta ({_DELTA_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_DELTAS = (
+    f"INSERT INTO telemetry_gas_1m_delta ({_DELTA_COLUMNS})"  # noqa: S608 - constants
+    " SELECT d, TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute', c, s, lo::float4, hi::float4,"
+    " NULLIF(co, 'NaN')::float4 FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::float8[],"
+    " %b::float8[], %b::float8[], %b::float8[]) AS u(d, m, c, s, lo, hi, co)"
+)
+"""An INSERT, not a COPY: it goes in the same round trip as the rest (pipeline mode)."""
 
 
 # TimescaleDB keeps its rollups itself (continuous aggregates).
@@ -148,44 +153,71 @@ async def write_batch(
     COPY; the unique index refuses it whole if it does hold one (a redelivery), and only then
     does the batch take the slower staged path that skips the duplicates. Staging every
     batch cost the database about four times the COPY alone."""
+    cols = gas if isinstance(gas, GasColumns) else GasColumns.of(gas)
+    data = cols.copy_data(received_at) if len(cols) else None
+    batch = _Batch(cols, data, received_at, refusals, statuses, equipment)
+    try:
+        return await _write(conn, flavour, batch, staged=False)
+    except psycopg.errors.UniqueViolation:
+        # a reading stored before (a redelivery): the whole batch again, staged
+        return await _write(conn, flavour, batch, staged=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    cols: GasColumns
+    data: bytes | None
+    received_at: datetime
+    refusals: Sequence[Refusal]
+    statuses: Sequence[StatusChange]
+    equipment: Sequence[tuple[str, EquipmentReading]]
+
+
+async def _write(
+    conn: psycopg.AsyncConnection[Any], flavour: Flavour, b: _Batch, *, staged: bool
+) -> BatchResult:
+    """One transaction: the readings by COPY, then everything else in one round trip
+    (pipeline mode), then the commit."""
     stored = stored_equipment = 0
     async with conn.transaction():
-        if equipment:
-            stored_equipment = await _write_equipment(conn, equipment, received_at)
-        cols = gas if isinstance(gas, GasColumns) else GasColumns.of(gas)
-        if len(cols):
-            data = cols.copy_data(received_at)
-            try:
-                async with conn.transaction(), conn.cursor().copy(_COPY_DIRECT) as copy:
-                    await copy.write(data)
-            except psycopg.errors.UniqueViolation:
-                stored = await _write_staged(conn, flavour, data)
+        if b.equipment:
+            stored_equipment = await _write_equipment(conn, b.equipment, b.received_at)
+        if b.data is not None:
+            if staged:
+                stored = await _write_staged(conn, flavour, b.data)
             else:
-                stored = len(cols)
-                await _after_direct(conn, flavour, cols, received_at)
-        if refusals:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO quarantine (received_at, topic, device_id, reason, payload)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    [(received_at, r.topic, r.device_id, r.reason, r.payload) for r in refusals],
+                async with conn.cursor().copy(_COPY_DIRECT) as copy:
+                    await copy.write(b.data)
+                stored = len(b.cols)
+        async with conn.pipeline():
+            if b.data is not None and not staged:
+                await _after_direct(conn, flavour, b.cols, b.received_at)
+            if b.refusals:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO quarantine (received_at, topic, device_id, reason, payload)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        [
+                            (b.received_at, r.topic, r.device_id, r.reason, r.payload)
+                            for r in b.refusals
+                        ],
+                    )
+            for change in b.statuses:
+                await conn.execute(
+                    "INSERT INTO device_status AS s (device_id, status, status_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
+                    " status = excluded.status, status_at = excluded.status_at"
+                    # batches commit in any order (several are written at once): a later
+                    # change already stored is never undone by an earlier one
+                    " WHERE s.status_at IS NULL OR s.status_at <= excluded.status_at",
+                    (change.device_id, change.status, change.at),
                 )
-        for change in statuses:
-            await conn.execute(
-                "INSERT INTO device_status AS s (device_id, status, status_at)"
-                " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
-                " status = excluded.status, status_at = excluded.status_at"
-                # batches commit in any order (several are written at once): a later
-                # change already stored is never undone by an earlier one
-                " WHERE s.status_at IS NULL OR s.status_at <= excluded.status_at",
-                (change.device_id, change.status, change.at),
-            )
     return BatchResult(
         stored,
-        len(cols) - stored,
-        len(refusals),
+        len(b.cols) - stored,
+        len(b.refusals),
         stored_equipment,
-        len(equipment) - stored_equipment,
+        len(b.equipment) - stored_equipment,
     )
 
 
@@ -296,17 +328,15 @@ async def _append_rollup_deltas(
     co_max = np.full(n, np.nan)
     np.fmax.at(co_max, slot, co)  # fmax skips the NaN of readings without CO
     key_minute = (keys & 0xFFFFFFFF) + first
-    data = copy_data(
-        n,
-        [
-            Text(keys >> 32, [d.encode() for d in cols.devices]),
-            Fixed(key_minute * 60_000_000, "timestamptz"),
-            Fixed(count.astype(np.int64), "int8"),
-            Fixed(total, "float8"),
-            Fixed(low, "float4"),
-            Fixed(high, "float4"),
-            Fixed(co_max, "float4", nullable=True),
-        ],
+    await conn.execute(
+        _INSERT_DELTAS,
+        (
+            [cols.devices[d] for d in (keys >> 32).tolist()],
+            key_minute.tolist(),
+            count.tolist(),
+            total.tolist(),
+            low.tolist(),
+            high.tolist(),
+            co_max.tolist(),
+        ),
     )
-    async with conn.cursor().copy(_COPY_DELTA) as copy:
-        await copy.write(data)
