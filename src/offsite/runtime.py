@@ -772,24 +772,42 @@ class Runtime:
     # casework
 
     async def _casework_loop(self) -> None:
-        """Findings waiting together are announced together first, then completed: one
-        clue's evidence never holds back another clue's alert."""
+        """Findings are announced as they come (those waiting together, together) and
+        completed by a task of their own, in the same order: one clue's evidence never holds
+        back another clue's alert."""
+        announced: asyncio.Queue[tuple[Finding, DeviceInfo, float]] = asyncio.Queue()
+        completer = asyncio.create_task(self._complete_loop(announced))
+        try:
+            while True:
+                taken = [await self._findings.get()]
+                while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
+                    taken.append(self._findings.get_nowait())
+                for finding, raised in taken:
+                    device = self.directory.get(finding.device_id)
+                    if device is None:
+                        _LOG.warning(
+                            "finding for unregistered device %s dropped", finding.device_id
+                        )
+                        continue
+                    announce = partial(self.casework.announce, finding, device)
+                    if await self._recorded(finding, announce):
+                        self.metrics.announce_latency.observe_many([time.time() - raised])
+                        announced.put_nowait((finding, device, raised))
+                if completer.done():
+                    completer.result()  # its failure is this loop's
+        finally:
+            completer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await completer
+
+    async def _complete_loop(
+        self, announced: asyncio.Queue[tuple[Finding, DeviceInfo, float]]
+    ) -> None:
+        """Evidence, case, merge and ledger for each announced clue, in announcement order."""
         while True:
-            taken = [await self._findings.get()]
-            while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
-                taken.append(self._findings.get_nowait())
-            pending: list[tuple[Finding, DeviceInfo, float]] = []
-            for finding, raised in taken:
-                device = self.directory.get(finding.device_id)
-                if device is None:
-                    _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
-                    continue
-                if await self._recorded(finding, partial(self.casework.announce, finding, device)):
-                    self.metrics.announce_latency.observe_many([time.time() - raised])
-                    pending.append((finding, device, raised))
-            for finding, device, raised in pending:
-                await self._recorded(finding, partial(self.casework.complete, finding, device))
-                self.metrics.casework_latency.observe_many([time.time() - raised])
+            finding, device, raised = await announced.get()
+            await self._recorded(finding, partial(self.casework.complete, finding, device))
+            self.metrics.casework_latency.observe_many([time.time() - raised])
 
     async def _recorded(
         self, finding: Finding, step: Callable[[], Awaitable[bool | None]]

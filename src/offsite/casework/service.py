@@ -86,15 +86,16 @@ async def append_alert(
     conn: psycopg.AsyncConnection[Any], kind: str, clue: CluePublic, extra: Mapping[str, Any]
 ) -> None:
     body = {"clue": clue.model_dump(mode="json"), **extra}
+    # One round trip. The notification is delivered at commit; listeners read the alerts
+    # table from their last seq on.
     cur = await conn.execute(
-        "INSERT INTO alerts (type, clue_id, severity, department, body)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING seq",
-        (kind, clue.id, clue.severity, clue.department, Jsonb(body)),
+        "WITH alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING seq)"
+        " SELECT pg_notify(%s, seq::text) FROM alert",
+        (kind, clue.id, clue.severity, clue.department, Jsonb(body), ALERT_CHANNEL),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    # Delivered at commit; listeners read the alerts table from their last seq on.
-    await conn.execute("SELECT pg_notify(%s, %s)", (ALERT_CHANNEL, str(row[0])))
+    if cur.rowcount != 1:
+        raise RuntimeError(f"alert for clue {clue.id} not recorded")
 
 
 class Casework:
@@ -216,11 +217,13 @@ class Casework:
         if await cur.fetchone() is None:
             await self._progress(conn, clue_id, f)
             return False
-        await add_source(conn, clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
-        await record_event(
-            conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
-        )
-        await append_alert(conn, "clue.opened", await read_clue(conn, clue_id), {})
+        async with conn.pipeline():  # one round trip for the three: an alert is waiting
+            await add_source(conn, clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
+            await record_event(
+                conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
+            )
+            clue = await read_clue(conn, clue_id)
+        await append_alert(conn, "clue.opened", clue, {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
         return True
 
