@@ -243,16 +243,11 @@ def test_no_readings_make_an_empty_copy(database_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM built").fetchone() == (0,)
 
 
-def test_columns_keep_the_microsecond_and_the_instant() -> None:
+def test_columns_keep_the_microsecond() -> None:
     gas = _sample_readings(200)
     cols = GasColumns.of(gas)
     for row, (_, r) in enumerate(gas):
         assert int(cols.ts_us[row]) == epoch_us(r.ts)
-        assert cols.stamp(row) == (
-            r.ts
-            if isinstance(r.ts, datetime)
-            else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=r.ts)
-        )
         assert math.isnan(cols.co_ppm[row]) == (r.co_ppm is None)
 
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
-from offsite.gateway.columns import GasColumns
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from offsite.gateway.columns import GasColumns, epoch_us_of
+from offsite.gateway.payloads import EPOCH
 
 CODES: dict[str, dict[str, float]] = {
     "door": {"closed": 0.0, "open": 1.0},
@@ -39,10 +38,8 @@ def to_ms(when: datetime) -> int:
 
 
 def _epoch_ms(stamps: Sequence[datetime]) -> NDArray[np.int64]:
-    """`to_ms` of many: through float seconds, rounded to the microsecond (exact below
-    2**53 µs, past the year 2200) before the floor to milliseconds."""
-    seconds = np.fromiter((t.timestamp() for t in stamps), np.float64, len(stamps))
-    return np.floor_divide(np.round(seconds * 1e6).astype(np.int64), 1000)
+    """`to_ms` of many: to the microsecond first (`epoch_us_of`), then floored."""
+    return np.floor_divide(epoch_us_of(stamps), 1000)
 
 
 def from_ms(ms: int) -> datetime:

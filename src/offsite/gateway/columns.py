@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Final, Protocol
 
 import numpy as np
@@ -22,7 +22,6 @@ _VALVE = {"open": 1.0, "closed": 0.0}
 """As the detectors code it (detectors/batch.py, CODES)."""
 _VALVE_TEXT: Final = (b"closed", b"open")
 """Indexed by the valve's code."""
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class GasLike(Protocol):
@@ -64,10 +63,6 @@ class GasColumns:
     def __len__(self) -> int:
         return len(self.code)
 
-    def stamp(self, row: int) -> datetime:
-        """The event time of one reading, in UTC."""
-        return _EPOCH + timedelta(microseconds=int(self.ts_us[row]))
-
     @classmethod
     def of(cls, gas: Sequence[tuple[str, GasLike]]) -> GasColumns:
         """Columns of (device, reading) pairs."""
@@ -96,7 +91,7 @@ class GasColumns:
         try:
             ts_us = np.array(stamps, np.int64) * 1000  # all in epoch milliseconds
         except TypeError:  # some sent as text
-            ts_us = _epoch_us(stamps)
+            ts_us = epoch_us_of(stamps)
         cos = [r.co_ppm for r in readings]
         valves = [r.valve for r in readings]
         faults = [r.fault for r in readings]
@@ -152,7 +147,7 @@ class GasColumns:
         )
 
 
-def _epoch_us(stamps: list[int | datetime]) -> NDArray[np.int64]:
+def epoch_us_of(stamps: Sequence[int | datetime]) -> NDArray[np.int64]:
     """Epoch microseconds of event times given as epoch milliseconds or datetimes.
 
     Through float seconds (`datetime.timestamp`, a third of the cost of exact datetime

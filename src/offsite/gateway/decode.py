@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any, Final, Literal
 
@@ -21,6 +21,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from offsite.gateway.equipment_payloads import EQUIPMENT_READINGS, EquipmentReading
 from offsite.gateway.payloads import (
+    EPOCH,
     CommandAck,
     DeviceStatus,
     EventTime,
@@ -34,7 +35,6 @@ TOPIC_PREFIX: Final = "offsite/v1/"
 IDENTITY_MISMATCH: Final = "identity_mismatch"
 """Reason (prefix) of a payload whose claimed device is not the one of its topic."""
 _MAX_FUTURE = timedelta(days=1)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +311,7 @@ def _ahead_of(ts: int | datetime, received_at: datetime) -> str | None:
     us = epoch_us(ts)
     if us <= epoch_us(received_at + _MAX_FUTURE):
         return None
-    stamp = ts if isinstance(ts, datetime) else _EPOCH + timedelta(milliseconds=ts)
+    stamp = ts if isinstance(ts, datetime) else EPOCH + timedelta(milliseconds=ts)
     return f"implausible ts {stamp.isoformat()}: more than a day ahead of the gateway"
 
 

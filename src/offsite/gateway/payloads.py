@@ -102,7 +102,7 @@ class GasWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         )
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -110,4 +110,4 @@ def epoch_us(ts: int | datetime) -> int:
     """An event time as epoch microseconds, exact: `ts` in epoch milliseconds, or aware."""
     if isinstance(ts, int):
         return ts * 1000
-    return (ts - _EPOCH) // _MICROSECOND
+    return (ts - EPOCH) // _MICROSECOND

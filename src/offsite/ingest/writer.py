@@ -67,34 +67,39 @@ _MERGE_POSTGRES = "".join(
         " SELECT count(*) FROM inserted",
     )
 )
-_STATUS = (
-    "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
-    " SELECT device_id, max(time), max(seq), max(received_at) FROM telemetry_gas_stage"
-    # in device order, as every status write is: two batches committing at once then
-    # take their row locks in the same order and never deadlock
-    " GROUP BY device_id ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"
-    " last_reading_ts = greatest(s.last_reading_ts, excluded.last_reading_ts),"
-    " last_seq = greatest(s.last_seq, excluded.last_seq),"
-    " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
-)
-
-_STATUS_ARRAYS = (
-    "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
-    " SELECT d, t, q, %b FROM unnest(%b::text[], %b::timestamptz[], %b::int8[]) AS u(d, t, q)"
+_STATUS_UPSERT = (
     " ON CONFLICT (device_id) DO UPDATE SET"
     " last_reading_ts = greatest(s.last_reading_ts, excluded.last_reading_ts),"
     " last_seq = greatest(s.last_seq, excluded.last_seq),"
     " last_seen_at = greatest(s.last_seen_at, excluded.last_seen_at)"
 )
-
-
-_STATUS_ARRAYS_US = _STATUS_ARRAYS.replace(
-    "SELECT d, t, q, %b FROM unnest(%b::text[], %b::timestamptz[], %b::int8[])",
-    # event times as epoch microseconds: exact, and no datetime made per device
-    "SELECT d, TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond', q, %b"
-    " FROM unnest(%b::text[], %b::int8[], %b::int8[])",
+_STATUS_INTO = "INSERT INTO device_status AS s (device_id, last_reading_ts, last_seq, last_seen_at)"
+# in device order, as every status write is: two batches committing at once then take
+# their row locks in the same order and never deadlock
+_STATUS = "".join(
+    (
+        _STATUS_INTO,
+        " SELECT device_id, max(time), max(seq), max(received_at) FROM telemetry_gas_stage",
+        " GROUP BY device_id ORDER BY device_id",
+        _STATUS_UPSERT,
+    )
 )
-assert _STATUS_ARRAYS_US != _STATUS_ARRAYS
+_STATUS_ARRAYS = "".join(
+    (
+        _STATUS_INTO,
+        " SELECT d, t, q, %b FROM unnest(%b::text[], %b::timestamptz[], %b::int8[]) AS u(d, t, q)",
+        _STATUS_UPSERT,
+    )
+)
+_STATUS_ARRAYS_US = "".join(
+    (
+        _STATUS_INTO,
+        # event times as epoch microseconds: exact, and no datetime made per device
+        " SELECT d, TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond', q, %b",
+        " FROM unnest(%b::text[], %b::int8[], %b::int8[]) AS u(d, t, q)",
+        _STATUS_UPSERT,
+    )
+)
 
 _EQUIPMENT_COLUMNS = f"time, device_id, seq, kind, {', '.join(EQUIPMENT_FIELDS)}, received_at"
 _EQUIPMENT_TYPES = [
