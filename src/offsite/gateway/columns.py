@@ -18,10 +18,9 @@ from offsite.gateway.payloads import epoch_us
 from offsite.ingest import copy_binary
 from offsite.ingest.copy_binary import Fixed, Text
 
-_VALVE = {"open": 1.0, "closed": 0.0}
-"""As the detectors code it (detectors/batch.py, CODES)."""
 _VALVE_TEXT: Final = (b"closed", b"open")
-"""Indexed by the valve's code."""
+"""Indexed by the valve's code: 1 open, 0 closed, as the detectors code it
+(detectors/batch.py, CODES)."""
 
 
 class GasLike(Protocol):

@@ -146,9 +146,13 @@ def _describe(error: ValidationError, index: int | None = None) -> str:
     return f"{prefix}invalid {where or 'payload'}: {first['msg']}{more}"
 
 
-def _ahead(reading: Reading, received_at: datetime) -> str | None:
-    if reading.ts > received_at + _MAX_FUTURE:
-        return f"implausible ts {reading.ts.isoformat()}: more than a day ahead of the gateway"
+def _count_problem(count: int, max_readings: int) -> str | None:
+    """Why a message of `count` readings is refused whole, if it is."""
+    if count == 0:
+        # nothing to store, but a message is never dropped without a trace
+        return "an empty array holds no readings"
+    if count > max_readings:
+        return f"{count} readings in one message exceed {max_readings}"
     return None
 
 
@@ -211,17 +215,15 @@ def decode_message(
         _decode_items(out, sink, decoder.one, topic, device_id, payload, max_readings)
     else:
         readings = value if isinstance(value, list) else [value]
-        if not readings:
-            # nothing to store, but a message is never dropped without a trace
-            return refuse("an empty array holds no readings")
-        if len(readings) > max_readings:
-            return refuse(f"{len(readings)} readings in one message exceed {max_readings}")
+        problem = _count_problem(len(readings), max_readings)
+        if problem is not None:
+            return refuse(problem)
         sink.extend(zip(repeat(device_id), readings))
     # A clock far ahead is rare: one comparison per message finds out whether to look closer.
     if sink and max(r.ts for _, r in sink) > received_at + _MAX_FUTURE:
         kept: list[tuple[str, Any]] = []
         for item in sink:
-            problem = _ahead(item[1], received_at)
+            problem = _ahead_of(item[1].ts, received_at)
             if problem is None:
                 kept.append(item)
             else:
@@ -248,12 +250,9 @@ def _decode_gas_wire(
     if decoded is None:
         return False
     wire, newest_ms = decoded
-    if not wire:
-        # nothing to store, but a message is never dropped without a trace
-        out.refusals.append(Refusal(topic, device_id, "an empty array holds no readings", payload))
-    elif len(wire) > max_readings:
-        reason = f"{len(wire)} readings in one message exceed {max_readings}"
-        out.refusals.append(Refusal(topic, device_id, reason, payload))
+    problem = _count_problem(len(wire), max_readings)
+    if problem is not None:
+        out.refusals.append(Refusal(topic, device_id, problem, payload))
     else:
         out.gas_device = device_id
         if newest_ms > received_at.timestamp() * 1000 + _MAX_FUTURE_MS:
@@ -364,9 +363,9 @@ def _decode_items(
         reason = f"payload must be a JSON object or array, not {type(document).__name__}"
         out.refusals.append(Refusal(topic, device_id, reason, payload))
         return
-    if len(document) > max_readings:
-        reason = f"{len(document)} readings in one message exceed {max_readings}"
-        out.refusals.append(Refusal(topic, device_id, reason, payload))
+    problem = _count_problem(len(document), max_readings)
+    if problem is not None:  # not empty here: an empty array passes the models
+        out.refusals.append(Refusal(topic, device_id, problem, payload))
         return
     for index, item in enumerate(document):
         if isinstance(item, dict) and "device_id" in item:
