@@ -286,11 +286,14 @@ def _gas_wire(payload: bytes) -> tuple[list[GasWire], float] | None:
         newest = None
     if isinstance(newest, int):  # all in epoch milliseconds: the usual case
         return readings, newest
-    texts = [r for r in readings if isinstance(r.ts, str)]
-    parsed = _event_times([r.ts for r in texts])
+    texts: list[tuple[GasWire, str]] = []
+    for reading in readings:
+        if isinstance(ts := reading.ts, str):
+            texts.append((reading, ts))
+    parsed = _event_times([text for _, text in texts])
     if parsed is None:
         return None
-    for reading, stamp in zip(texts, parsed, strict=True):
+    for (reading, _), stamp in zip(texts, parsed, strict=True):
         reading.ts = stamp
     if len(texts) == len(readings):
         return readings, epoch_us(max(parsed)) / 1000
