@@ -88,14 +88,13 @@ async def append_alert(
     body = {"clue": clue.model_dump(mode="json"), **extra}
     # One round trip. The notification is delivered at commit; listeners read the alerts
     # table from their last seq on.
-    cur = await conn.execute(
+    # In a pipeline the statement's result comes at the next sync, an error included.
+    await conn.execute(
         "WITH alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
         " VALUES (%s, %s, %s, %s, %s) RETURNING seq)"
         " SELECT pg_notify(%s, seq::text) FROM alert",
         (kind, clue.id, clue.severity, clue.department, Jsonb(body), ALERT_CHANNEL),
     )
-    if cur.rowcount != 1:
-        raise RuntimeError(f"alert for clue {clue.id} not recorded")
 
 
 class Casework:
@@ -127,9 +126,12 @@ class Casework:
 
     async def announce(self, finding: Finding, device: DeviceInfo) -> bool:
         """First step: a new clue is recorded and its alert pushed; an episode's later
-        findings update their clue. True when the clue is new and waits for `complete`."""
+        findings update their clue. True when the clue is new and waits for `complete`.
+
+        Two round trips to the database: the transaction's start with the clue row (its
+        columns come back for the alert), then the rest with the commit, pipelined."""
         clue_id = clue_id_for(finding.key)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             if finding.phase != "opened":
                 await self._progress(conn, clue_id, finding)
                 return False
@@ -187,8 +189,8 @@ class Casework:
                 " matter_id, department, cooperating_departments, title, triggered_at,"
                 " opened_at, last_at, value, peak, threshold, details, deadline_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING id"
-            ).format(DEADLINE_SQL),
+                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING {}"
+            ).format(DEADLINE_SQL, CLUE_COLUMNS),
             (
                 clue_id,
                 f.key,
@@ -214,16 +216,18 @@ class Casework:
                 self._deadlines[f.severity],
             ),
         )
-        if await cur.fetchone() is None:
+        row = await cur.fetchone()
+        if row is None:
             await self._progress(conn, clue_id, f)
             return False
-        async with conn.pipeline():  # one round trip for the three: an alert is waiting
-            await add_source(conn, clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
-            await record_event(
-                conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
-            )
-            clue = await read_clue(conn, clue_id)
-        await append_alert(conn, "clue.opened", clue, {})
+        # In a pipeline these wait for nothing: they go with the commit.
+        await conn.execute(
+            SOURCE_SQL, (clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
+        )
+        await record_event(
+            conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
+        )
+        await append_alert(conn, "clue.opened", CluePublic.from_row(row), {})
         _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
         return True
 
@@ -406,17 +410,19 @@ class Casework:
     async def _progress(self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding) -> None:
         cleared = f.phase == "cleared"
         cur = await conn.execute(
-            "UPDATE clues SET last_at = greatest(last_at, %s), value = %s,"
-            " peak = greatest(peak, %s), updates = updates + 1,"
-            " cleared_at = CASE WHEN %s THEN %s ELSE cleared_at END"
-            " WHERE id = %s RETURNING id",
+            sql.SQL(
+                "UPDATE clues SET last_at = greatest(last_at, %s), value = %s,"
+                " peak = greatest(peak, %s), updates = updates + 1,"
+                " cleared_at = CASE WHEN %s THEN %s ELSE cleared_at END"
+                " WHERE id = %s RETURNING {}"
+            ).format(CLUE_COLUMNS),
             (f.at, f.value, f.peak, cleared, f.at, clue_id),
         )
-        if await cur.fetchone() is None:
+        row = await cur.fetchone()
+        if row is None:
             _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
             return
-        clue = await read_clue(conn, clue_id)
-        await append_alert(conn, f"clue.{f.phase}", clue, {})
+        await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
 
     async def _fix_evidence(
         self,
@@ -635,6 +641,13 @@ async def merge_lock(conn: psycopg.AsyncConnection[Any], subject_id: str, matter
     )
 
 
+SOURCE_SQL = (
+    "INSERT INTO clue_sources (clue_id, channel, reference, description, reported_at, actor)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+"""A clue's source; parameters: clue, channel, reference, description, reported at, actor."""
+
+
 async def add_source(
     conn: psycopg.AsyncConnection[Any],
     clue_id: str,
@@ -645,9 +658,7 @@ async def add_source(
     actor: str,
 ) -> int:
     cur = await conn.execute(
-        "INSERT INTO clue_sources (clue_id, channel, reference, description, reported_at, actor)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (clue_id, channel, reference, description, reported_at, actor),
+        SOURCE_SQL + " RETURNING id", (clue_id, channel, reference, description, reported_at, actor)
     )
     row = await cur.fetchone()
     assert row is not None
