@@ -91,8 +91,17 @@ _REGISTRY_CHANNEL = "offsite_registry"
 
 _CASEWORK_GROUP = 64
 """Findings announced together before their evidence is fixed."""
+_SNAPSHOT_SLICE = 100
+"""Device snapshots taken between two yields to the event loop at a checkpoint."""
 _DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
+_JUDGED_AHEAD = 2
+"""Batches decoded and judged, waiting for a writer: what detection may run ahead of the
+database by (the rest waits, unacknowledged, in the gateway's bounded hand-off)."""
+
+
+_Raised = tuple[Finding, float, "asyncio.Future[None] | None"]
+"""A finding, when it was raised, and the commit of the readings behind it (if any)."""
 
 
 @dataclass(slots=True)
@@ -116,6 +125,10 @@ class _DecodedBatch:
         """The gas readings as (device, reading)."""
         devices = (device_id for device_id, count in self.gas_runs for _ in range(count))
         return list(zip(devices, self.gas_readings, strict=True))
+
+
+_Judged = tuple[list[Inbound], _DecodedBatch, "asyncio.Future[None]"]
+"""A batch as received, decoded and judged, and the future its commit sets."""
 
 
 class Runtime:
@@ -171,7 +184,7 @@ class Runtime:
             secret.get_secret_value() if secret else None, settings.mode, settings.data_dir
         )
         # (finding, when it was raised): the casework latency is measured from there
-        self._findings: asyncio.Queue[tuple[Finding, float]] = asyncio.Queue(maxsize=10_000)
+        self._findings: asyncio.Queue[_Raised] = asyncio.Queue(maxsize=10_000)
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self.video_gateway: MqttGateway | None = None
@@ -306,32 +319,57 @@ class Runtime:
     # ingest
 
     async def _ingest_loop(self, gateway: MqttGateway) -> None:
-        """Decode batch N+1 while earlier batches are being written: the gateway's CPU work
-        and the database's overlap. Up to `ingest_write_concurrency` batches are written at
-        once, each on its own connection (one COPY keeps one database process busy; the
-        database has more cores than that). Whatever order the commits land in, batches are
-        acknowledged in arrival order (MQTT wants PUBACKs in order) and run through the
-        detectors in arrival order, each by the task that wrote it, right after its own
-        acknowledgement (decoding yields often, so that task is not kept waiting), while the
-        next batches are already being written."""
+        """Two stages, each a task: one takes batches from the broker, decodes them and runs
+        them through the detectors; the other writes them. The first runs up to
+        `_JUDGED_AHEAD` batches ahead of the second, so a slow commit does not hold back
+        the next batch's detection.
+
+        Each batch goes through the detectors as soon as it is decoded, in arrival order,
+        before it is written: a clue is announced without waiting for the commit of the
+        reading that fired it (that wait was most of an alert's latency under load). The
+        reading is held, unacknowledged, until it is committed, and the clue's evidence is
+        fixed only after that commit (`_complete_loop`). After a crash the broker sends the
+        unacknowledged readings again; the detectors, which remember the last reading they
+        saw of each device, pass over those they had seen, and the database stores them."""
+        judged: asyncio.Queue[_Judged] = asyncio.Queue(maxsize=_JUDGED_AHEAD)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._judge_loop(gateway, judged), name="ingest-judge")
+                group.create_task(self._write_loop(gateway, judged), name="ingest-write")
+        finally:
+            while not judged.empty():
+                judged.get_nowait()[2].cancel()  # never written: their clues wait for a restart
+
+    async def _judge_loop(self, gateway: MqttGateway, judged: asyncio.Queue[_Judged]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await gateway.get_batch(self.settings.ingest_batch_messages)
+            self.metrics.backlog.set(gateway.backlog)
+            decoded = await self._decode_batch(batch)
+            committed: asyncio.Future[None] = loop.create_future()
+            await self._detect(decoded, committed)
+            await judged.put((batch, decoded, committed))
+
+    async def _write_loop(self, gateway: MqttGateway, judged: asyncio.Queue[_Judged]) -> None:
+        """Write batch N+1 while earlier batches are being written: up to
+        `ingest_write_concurrency` at once, each on its own connection (one COPY keeps one
+        database process busy; the database has more cores than that). Whatever order the
+        commits land in, batches are acknowledged in arrival order (MQTT wants PUBACKs in
+        order)."""
         in_flight: collections.deque[tuple[asyncio.Task[None], asyncio.Future[None]]] = (
             collections.deque()
         )
-        loop = asyncio.get_running_loop()
         writers = self.settings.ingest_write_concurrency
         try:
             while True:
-                batch = await gateway.get_batch(self.settings.ingest_batch_messages)
-                self.metrics.backlog.set(gateway.backlog)
-                decoded = await self._decode_batch(batch)
+                batch, decoded, committed = await judged.get()
                 if len(in_flight) >= writers:
                     # at most `writers` batches writing, this one included
                     await asyncio.shield(in_flight[-writers][1])
                 while len(in_flight) > writers:
-                    # ...and one more committed and being judged
+                    # ...and one more committed and being acknowledged
                     await in_flight.popleft()[0]
                 previous = in_flight[-1] if in_flight else None
-                committed: asyncio.Future[None] = loop.create_future()
                 task = asyncio.create_task(
                     self._store(gateway, batch, decoded, committed, previous)
                 )
@@ -351,8 +389,8 @@ class Runtime:
             self.metrics.messages.labels(channel).inc(count)
         for index, item in enumerate(batch):
             if index % _DECODE_SLICE == _DECODE_SLICE - 1:
-                # A commit that lands meanwhile is acknowledged and its findings raised
-                # now, not after the whole batch is decoded: alert latency under load.
+                # A commit that lands meanwhile is acknowledged now, and the casework's
+                # round trips go on, not after the whole batch is decoded.
                 await asyncio.sleep(0)
             if self.flood is not None and not self._admitted(item, out):
                 continue  # refused before any decoding: a flood costs a lookup per message
@@ -386,7 +424,7 @@ class Runtime:
         previous: tuple[asyncio.Task[None], asyncio.Future[None]] | None,
     ) -> None:
         """Write one batch; once it and every batch before it are committed, acknowledge
-        it; once the batch before it is judged, judge it."""
+        it and record the command answers it carries."""
         try:
             result = await self._write_until_committed(d)
             if previous is not None:
@@ -407,8 +445,9 @@ class Runtime:
         self.metrics.readings_duplicate.labels("equipment").inc(result.duplicates_equipment)
         self.metrics.quarantined.inc(result.quarantined)
         if previous is not None:
-            await previous[0]  # detectors see the batches in the order they arrived
-        await self._detect(d)
+            await previous[0]  # command answers in the order they arrived
+        for device_id, ack in d.acks:
+            await self.command_answered(device_id, ack, d.now)
 
     def _admitted(self, item: Inbound, out: _DecodedBatch) -> bool:
         """The flood guard's verdict; a refused message is counted, the first of an
@@ -513,7 +552,9 @@ class Runtime:
                         self.metrics.refused.labels("unstorable", refusal.device_id or "").inc()
                     return BatchResult(0, 0, 0)
 
-    async def _detect(self, d: _DecodedBatch) -> None:
+    async def _detect(self, d: _DecodedBatch, committed: asyncio.Future[None]) -> None:
+        """Judge a decoded batch; its findings are announced at once and completed (their
+        evidence fixed) once `committed` is done."""
         findings: list[Finding] = list(d.flagged)
         batches = []
         if d.gas_columns is not None:
@@ -541,17 +582,19 @@ class Runtime:
         if self.flapping is not None:
             for change in d.statuses:
                 findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
-        await self._put_findings(findings)
-        for device_id, ack in d.acks:
-            await self.command_answered(device_id, ack, d.now)
+        await self._put_findings(findings, committed)
 
-    async def _put_findings(self, findings: list[Finding]) -> None:
+    async def _put_findings(
+        self, findings: list[Finding], stored: asyncio.Future[None] | None = None
+    ) -> None:
+        """Hand findings to the casework; `stored` is done when the readings behind them
+        are committed (None: nothing to wait for)."""
         if not findings:
             return
         raised = time.time()
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
-            await self._findings.put((finding, raised))
+            await self._findings.put((finding, raised, stored))
 
     async def _resume_cameras(self) -> None:
         """Cameras resume their episodes and references from the last checkpoint."""
@@ -591,12 +634,18 @@ class Runtime:
         if not self._dirty:
             return 0
         dirty, self._dirty = self._dirty, set()
-        rows = [(d, Jsonb(self.engine.snapshot(d))) for d in sorted(dirty) if self.engine.known(d)]
+        rows: list[tuple[str, str]] = []
+        for index, device_id in enumerate(sorted(dirty)):
+            if index % _SNAPSHOT_SLICE == _SNAPSHOT_SLICE - 1:
+                await asyncio.sleep(0)  # thousands of snapshots would hold every alert back
+            if self.engine.known(device_id):
+                state = msgspec.json.encode(self.engine.snapshot(device_id)).decode()
+                rows.append((device_id, state))
         try:
             async with self.pool.connection() as conn, conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO detector_state (device_id, detector, state, updated_at)"
-                    " VALUES (%s, 'scalar', %s, now()) ON CONFLICT (device_id, detector)"
+                    " VALUES (%s, 'scalar', %s::jsonb, now()) ON CONFLICT (device_id, detector)"
                     " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                     rows,
                 )
@@ -775,14 +824,15 @@ class Runtime:
         """Findings are announced as they come (those waiting together, together) and
         completed by a task of their own, in the same order: one clue's evidence never holds
         back another clue's alert."""
-        announced: asyncio.Queue[tuple[Finding, DeviceInfo, float]] = asyncio.Queue()
+        announced: asyncio.Queue[tuple[Finding, DeviceInfo, _Raised]] = asyncio.Queue()
         completer = asyncio.create_task(self._complete_loop(announced))
         try:
             while True:
                 taken = [await self._findings.get()]
                 while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
                     taken.append(self._findings.get_nowait())
-                for finding, raised in taken:
+                for item in taken:
+                    finding, raised, _ = item
                     device = self.directory.get(finding.device_id)
                     if device is None:
                         _LOG.warning(
@@ -792,7 +842,7 @@ class Runtime:
                     announce = partial(self.casework.announce, finding, device)
                     if await self._recorded(finding, announce):
                         self.metrics.announce_latency.observe_many([time.time() - raised])
-                        announced.put_nowait((finding, device, raised))
+                        announced.put_nowait((finding, device, item))
                 if completer.done():
                     completer.result()  # its failure is this loop's
         finally:
@@ -801,11 +851,24 @@ class Runtime:
                 await completer
 
     async def _complete_loop(
-        self, announced: asyncio.Queue[tuple[Finding, DeviceInfo, float]]
+        self, announced: asyncio.Queue[tuple[Finding, DeviceInfo, _Raised]]
     ) -> None:
-        """Evidence, case, merge and ledger for each announced clue, in announcement order."""
+        """Evidence, case, merge and ledger for each announced clue, in announcement order,
+        each once the readings behind it are committed (the evidence is read back from the
+        database). Readings never committed (the gateway stopping first) leave the clue to
+        be completed at the next start, after the broker has sent them again."""
         while True:
-            finding, device, raised = await announced.get()
+            finding, device, (_, raised, stored) = await announced.get()
+            if stored is not None:
+                try:
+                    await asyncio.shield(stored)
+                except asyncio.CancelledError:
+                    if not stored.cancelled():
+                        raise  # this loop is stopping
+                    continue
+                except Exception as exc:
+                    _LOG.error("clue %s left to complete at the next start: %s", finding.key, exc)
+                    continue
             await self._recorded(finding, partial(self.casework.complete, finding, device))
             self.metrics.casework_latency.observe_many([time.time() - raised])
 
