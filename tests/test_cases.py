@@ -312,9 +312,8 @@ async def test_a_red_clue_announced_before_a_crash_is_completed_at_restart(
     clue_id = clue_id_for(finding.key)
     async with start_gateway(database_url, None, **QUIET) as gw:
         device = gw.runtime.directory["gas-0001"]
-        async with gw.runtime.pool.connection() as conn, conn.transaction():
-            # only the first transaction: the process "dies" before the second
-            assert await gw.runtime.casework._announce(conn, clue_id, finding, device)
+        # only the first transaction: the process "dies" before the second
+        assert await gw.runtime.casework.announce(finding, device)
         announced = (await gw.http.get(f"/api/v1/clues/{clue_id}")).json()
         assert (announced["status"], announced["evidence_id"], announced["case_id"]) == (
             "new",

@@ -831,24 +831,52 @@ class Runtime:
                 taken = [await self._findings.get()]
                 while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
                     taken.append(self._findings.get_nowait())
+                group: list[tuple[_Raised, DeviceInfo]] = []
                 for item in taken:
-                    finding, raised, _ = item
-                    device = self.directory.get(finding.device_id)
+                    device = self.directory.get(item[0].device_id)
                     if device is None:
                         _LOG.warning(
-                            "finding for unregistered device %s dropped", finding.device_id
+                            "finding for unregistered device %s dropped", item[0].device_id
                         )
-                        continue
-                    announce = partial(self.casework.announce, finding, device)
-                    if await self._recorded(finding, announce):
-                        self.metrics.announce_latency.observe_many([time.time() - raised])
-                        announced.put_nowait((finding, device, item))
+                    else:
+                        group.append((item, device))
+                if not group:
+                    continue
+                opened = await self._announce(group)
+                now = time.time()
+                for (item, device), new in zip(group, opened, strict=True):
+                    if new:
+                        self.metrics.announce_latency.observe_many([now - item[1]])
+                        announced.put_nowait((item[0], device, item))
                 if completer.done():
                     completer.result()  # its failure is this loop's
         finally:
             completer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await completer
+
+    async def _announce(self, group: list[tuple[_Raised, DeviceInfo]]) -> list[bool]:
+        """Announce findings raised together in one transaction, waiting for the database
+        while it is away; if the database refuses the group, each on its own, so that one
+        it refuses does not hold back the others' alerts."""
+        findings = [(item[0], device) for item, device in group]
+        delay = 0.2
+        while True:
+            try:
+                return await self.casework.announce_many(findings)
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                _LOG.warning("casework waits for the database (%s)", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except psycopg.Error:
+                if len(findings) == 1:
+                    _LOG.exception("finding %s could not be recorded", findings[0][0].key)
+                    return [False]
+                break
+        return [
+            bool(await self._recorded(f, partial(self.casework.announce, f, device)))
+            for f, device in findings
+        ]
 
     async def _complete_loop(
         self, announced: asyncio.Queue[tuple[Finding, DeviceInfo, _Raised]]

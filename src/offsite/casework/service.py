@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -126,16 +126,40 @@ class Casework:
 
     async def announce(self, finding: Finding, device: DeviceInfo) -> bool:
         """First step: a new clue is recorded and its alert pushed; an episode's later
-        findings update their clue. True when the clue is new and waits for `complete`.
+        findings update their clue. True when the clue is new and waits for `complete`."""
+        (opened,) = await self.announce_many([(finding, device)])
+        return opened
 
-        Two round trips to the database: the transaction's start with the clue row (its
-        columns come back for the alert), then the rest with the commit, pipelined."""
-        clue_id = clue_id_for(finding.key)
+    async def announce_many(self, findings: Sequence[tuple[Finding, DeviceInfo]]) -> list[bool]:
+        """`announce` for findings raised together, in order, in one transaction and two
+        round trips to the database: the transaction's start with every clue row (their
+        columns come back for the alerts), then sources, steps, alerts and the commit,
+        pipelined. A clue opened already (a replay after a restart) costs one more."""
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            if finding.phase != "opened":
-                await self._progress(conn, clue_id, finding)
-                return False
-            return await self._announce(conn, clue_id, finding, device)
+            written = [
+                await (
+                    self._insert_clue(conn, f, device)
+                    if f.phase == "opened"
+                    else self._update_clue(conn, clue_id_for(f.key), f)
+                )
+                for f, device in findings
+            ]
+            opened: list[bool] = []
+            for (f, device), cur in zip(findings, written, strict=True):
+                row = await cur.fetchone()  # the first one sends them all
+                clue_id = clue_id_for(f.key)
+                if f.phase == "opened" and row is not None:
+                    await self._announce(conn, row, f, device)
+                    opened.append(True)
+                    continue
+                if row is None and f.phase == "opened":  # the episode goes on
+                    row = await (await self._update_clue(conn, clue_id, f)).fetchone()
+                if row is None:
+                    _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
+                else:
+                    await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
+                opened.append(False)
+            return opened
 
     async def complete(self, finding: Finding, device: DeviceInfo) -> None:
         """Second step of a new clue: evidence, case, merge and ledger entries."""
@@ -178,12 +202,12 @@ class Casework:
             _LOG.info("completed the evidence of %d clue(s) announced before a restart", done)
         return done
 
-    async def _announce(
-        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
-    ) -> bool:
-        """Open the clue and push its alert; False when it was open already (a replay after
-        restart), in which case the episode goes on."""
-        cur = await conn.execute(
+    async def _insert_clue(
+        self, conn: psycopg.AsyncConnection[Any], f: Finding, device: DeviceInfo
+    ) -> psycopg.AsyncCursor[Any]:
+        """Open the finding's clue; the cursor has its row, or none when it was open
+        already."""
+        return await conn.execute(
             sql.SQL(
                 "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
                 " matter_id, department, cooperating_departments, title, triggered_at,"
@@ -192,7 +216,7 @@ class Casework:
                 " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING {}"
             ).format(DEADLINE_SQL, CLUE_COLUMNS),
             (
-                clue_id,
+                clue_id_for(f.key),
                 f.key,
                 f.rule,
                 f.severity,
@@ -216,20 +240,25 @@ class Casework:
                 self._deadlines[f.severity],
             ),
         )
-        row = await cur.fetchone()
-        if row is None:
-            await self._progress(conn, clue_id, f)
-            return False
-        # In a pipeline these wait for nothing: they go with the commit.
+
+    async def _announce(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        row: tuple[Any, ...],
+        f: Finding,
+        device: DeviceInfo,
+    ) -> None:
+        """A new clue's source, first step and alert (in a pipeline they wait for
+        nothing: they go with the commit)."""
+        clue = CluePublic.from_row(row)
         await conn.execute(
-            SOURCE_SQL, (clue_id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
+            SOURCE_SQL, (clue.id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
         )
         await record_event(
-            conn, clue_id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
+            conn, clue.id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
         )
-        await append_alert(conn, "clue.opened", CluePublic.from_row(row), {})
-        _LOG.info("clue %s opened: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
-        return True
+        await append_alert(conn, "clue.opened", clue, {})
+        _LOG.info("clue %s opened: %s on %s (%s)", clue.id, f.rule, f.device_id, f.severity)
 
     async def _complete(
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
@@ -407,9 +436,13 @@ class Casework:
         _LOG.info("clue %s merged into reported clue %s", clue_id, target)
         return target
 
-    async def _progress(self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding) -> None:
+    async def _update_clue(
+        self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding
+    ) -> psycopg.AsyncCursor[Any]:
+        """An episode goes on (or clears); the cursor has the clue's row, or none when the
+        clue was never opened."""
         cleared = f.phase == "cleared"
-        cur = await conn.execute(
+        return await conn.execute(
             sql.SQL(
                 "UPDATE clues SET last_at = greatest(last_at, %s), value = %s,"
                 " peak = greatest(peak, %s), updates = updates + 1,"
@@ -418,11 +451,6 @@ class Casework:
             ).format(CLUE_COLUMNS),
             (f.at, f.value, f.peak, cleared, f.at, clue_id),
         )
-        row = await cur.fetchone()
-        if row is None:
-            _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
-            return
-        await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
 
     async def _fix_evidence(
         self,
