@@ -4,7 +4,9 @@ database; cases are filed by a red detector finding handed to casework as the ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -539,3 +541,34 @@ def test_a_decision_checks_itself_for_callers_other_than_the_api() -> None:
     )
     assert fine("warning", legal_basis=(" ",)).problems() == "legal_basis names no empty provision"
     assert fine("suspension", legal_basis=("安全生产法 第六十五条",)).problems() is None
+
+
+async def test_findings_raised_together_are_announced_together_and_one_refused_alone(
+    database_url: str,
+) -> None:
+    """Findings taken together share one transaction: an opening, the same episode going on
+    and another device's opening come out as their alerts, in order. A finding the database
+    refuses (text with a NUL) would sink the whole group: the group is then announced one
+    finding at a time, and only the refused one is left out."""
+    opened = red_gas_finding()
+    goes_on = dataclasses.replace(opened, phase="updated", value=57.0, peak=57.0)
+    other = dataclasses.replace(red_gas_finding(), device_id="gas-0002")
+    refused = dataclasses.replace(red_gas_finding(), device_id="gas-0003", title="bad\x00title")
+    async with start_gateway(database_url, None, **QUIET) as gw:
+        runtime = gw.runtime
+        directory = runtime.directory
+        group = [(opened, directory["gas-0001"]), (goes_on, directory["gas-0001"])]
+        assert await runtime.casework.announce_many(group) == [True, False]
+        raised = time.time()
+        items = [((f, raised, None), directory[f.device_id]) for f in (refused, other, goes_on)]
+        assert await runtime._announce(items) == [False, True, False]
+        alerts = (await gw.http.get("/api/v1/alerts")).json()
+        seen = [(a["type"], a["clue"]["device_id"], a["clue"]["updates"]) for a in alerts]
+        assert seen == [
+            ("clue.opened", "gas-0001", 0),
+            ("clue.updated", "gas-0001", 1),
+            ("clue.opened", "gas-0002", 0),
+            ("clue.updated", "gas-0001", 2),
+        ]
+        clues = (await gw.http.get("/api/v1/clues")).json()
+        assert sorted(c["device_id"] for c in clues) == ["gas-0001", "gas-0002"]
