@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -855,7 +855,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await completer
 
-    async def _announce(self, group: list[tuple[_Raised, DeviceInfo]]) -> list[bool]:
+    async def _announce(self, group: Sequence[tuple[_Raised, DeviceInfo]]) -> list[bool]:
         """Announce findings raised together in one transaction, waiting for the database
         while it is away; if the database refuses the group, each on its own, so that one
         it refuses does not hold back the others' alerts."""
