@@ -13,6 +13,8 @@ from psycopg import sql
 _LOG = logging.getLogger(__name__)
 
 OnConnection = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+OnWake = Callable[[psycopg.AsyncConnection[Any], list[str]], Awaitable[None]]
+"""Called with the payloads of the notifications that woke it (none after a quiet poll)."""
 
 
 async def listen_forever(
@@ -20,7 +22,7 @@ async def listen_forever(
     channel: str,
     *,
     on_connected: OnConnection,
-    on_wake: OnConnection,
+    on_wake: OnWake,
     poll_s: float | None = None,
 ) -> None:
     """LISTEN on `channel` until cancelled, reconnecting with backoff.
@@ -38,9 +40,10 @@ async def listen_forever(
                 await on_connected(conn)
                 delay = 0.5
                 while True:
-                    async for _ in conn.notifies(timeout=poll_s, stop_after=1):
-                        pass
-                    await on_wake(conn)
+                    payloads = [
+                        n.payload async for n in conn.notifies(timeout=poll_s, stop_after=1)
+                    ]
+                    await on_wake(conn, payloads)
         except psycopg.OperationalError as exc:
             _LOG.warning(
                 "listener on %s lost the database (%s); retry in %.1f s", channel, exc, delay

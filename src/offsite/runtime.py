@@ -949,7 +949,7 @@ class Runtime:
     async def _registry_listener(self) -> None:
         """Reload the device directory when `offsite registry load` announces a change."""
 
-        async def refresh(_: psycopg.AsyncConnection[Any]) -> None:
+        async def refresh(_: psycopg.AsyncConnection[Any], *__: list[str]) -> None:
             await self.refresh_directory()
 
         await listen_forever(

@@ -1,15 +1,26 @@
 """The live alert stream: alerts are rows with a sequence number, announced by NOTIFY.
 
-Every process that serves `/api/v1/alerts/live` listens on the channel and reads the alerts
-table from the last sequence number it saw, so a missed notification, a reconnect to the
-database or several gateway workers writing alerts lose nothing.
+Every process that serves `/api/v1/alerts/live` listens on the channel. A notification
+carries its alert (when it fits in one): the next alert in sequence goes out as it comes,
+without reading the table. Otherwise the process reads the alerts table from the last
+sequence number it sent, so a missed notification, a reconnect to the database or several
+gateway workers writing alerts lose nothing.
+
+Sequence numbers are taken when an alert is written, not when its transaction commits, so
+a later alert can be visible before an earlier one. At such a gap the stream waits for the
+earlier one, up to `GAP_WAIT_S` (a gap that outlasts it is a rolled-back transaction's
+number, and is passed over), so that alerts go out in sequence and a client resuming after
+the last number it saw misses none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +31,9 @@ from offsite.casework.service import ALERT_CHANNEL
 from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
+GAP_WAIT_S = 3.0
+"""How long the stream waits at a gap in sequence numbers for an alert still committing."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +72,20 @@ async def read_alerts(
         ).format(alert_filter(department)),
         (after, limit),
     )
-    return [Alert(int(r[0]), str(r[1]), r[2].isoformat(), dict(r[3])) for r in await cur.fetchall()]
+    return [
+        Alert(int(r[0]), str(r[1]), r[2].astimezone(UTC).isoformat(), dict(r[3]))
+        for r in await cur.fetchall()
+    ]
+
+
+def alert_of_notification(payload: str) -> Alert | None:
+    """The alert a notification carries (`append_alert`), or None when it carries only a
+    sequence number (an alert too large for a notification)."""
+    if not payload.startswith("{"):
+        return None
+    data = json.loads(payload)
+    at = _EPOCH + timedelta(microseconds=int(data["at_us"]))
+    return Alert(int(data["seq"]), str(data["type"]), at.isoformat(), dict(data["body"]))
 
 
 class AlertHub:
@@ -69,6 +96,9 @@ class AlertHub:
         self._subscribers: set[Subscription] = set()
         self._queue_size = subscriber_queue
         self.last_seq = 0
+        self._gap_since: float | None = None
+        self._behind = False
+        """The last read stopped at a gap: alerts after it wait in the table."""
         self.sent = 0
         self.ready = asyncio.Event()
 
@@ -86,7 +116,7 @@ class AlertHub:
             self._conninfo,
             ALERT_CHANNEL,
             on_connected=self._connected,
-            on_wake=self._catch_up,
+            on_wake=self._woken,
             poll_s=1.0,
         )
 
@@ -98,14 +128,47 @@ class AlertHub:
         await self._catch_up(conn)
         self.ready.set()
 
+    async def _woken(self, conn: psycopg.AsyncConnection[Any], payloads: list[str]) -> None:
+        """Send the alerts the notifications carry while they come in sequence; read the
+        table for anything else."""
+        for payload in payloads:
+            alert = alert_of_notification(payload)
+            if alert is not None and alert.seq <= self.last_seq:
+                continue  # sent already, read from the table
+            if alert is None or alert.seq != self.last_seq + 1:
+                break
+            self._send(alert)
+        else:
+            if payloads and not self._behind:
+                return
+        await self._catch_up(conn)
+
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._behind = False
         while True:
             alerts = await read_alerts(conn, self.last_seq)
             for alert in alerts:
-                self.last_seq = alert.seq
-                self._fan_out(alert)
+                if alert.seq != self.last_seq + 1 and not self._gap_passed():
+                    self._behind = True  # an earlier alert may still be committing
+                    return
+                self._send(alert)
             if len(alerts) < 1000:
                 return
+
+    def _gap_passed(self) -> bool:
+        """True once the stream has waited `GAP_WAIT_S` at the current gap."""
+        now = time.monotonic()
+        if self._gap_since is None:
+            self._gap_since = now
+        if now - self._gap_since < GAP_WAIT_S:
+            return False
+        _LOG.warning("alerts after %d: a gap in sequence passed over", self.last_seq)
+        return True
+
+    def _send(self, alert: Alert) -> None:
+        self._gap_since = None
+        self.last_seq = alert.seq
+        self._fan_out(alert)
 
     def _fan_out(self, alert: Alert) -> None:
         for sub in list(self._subscribers):

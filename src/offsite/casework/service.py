@@ -31,6 +31,8 @@ from offsite.gateway.equipment_payloads import EQUIPMENT_FIELDS
 
 _LOG = logging.getLogger(__name__)
 ALERT_CHANNEL = "offsite_alerts"
+NOTIFY_PAYLOAD_MAX = 7900
+"""PostgreSQL refuses a notification payload of 8000 bytes or more."""
 SYSTEM_ACTOR = "offsite:detector"
 
 
@@ -88,12 +90,25 @@ async def append_alert(
     body = {"clue": clue.model_dump(mode="json"), **extra}
     # One round trip. The notification is delivered at commit; listeners read the alerts
     # table from their last seq on.
-    # In a pipeline the statement's result comes at the next sync, an error included.
+    # In a pipeline the statement's result comes at the next sync, an error included. The
+    # notification carries the alert when it fits (`alerts.alert_of_notification`).
     await conn.execute(
         "WITH alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING seq)"
-        " SELECT pg_notify(%s, seq::text) FROM alert",
-        (kind, clue.id, clue.severity, clue.department, Jsonb(body), ALERT_CHANNEL),
+        " VALUES (%s, %s, %s, %s, %s) RETURNING seq, type, at, body),"
+        " note AS (SELECT seq, json_build_object('seq', seq, 'type', type,"
+        " 'at_us', (extract(epoch FROM at) * 1000000)::bigint, 'body', body)::text AS whole"
+        " FROM alert)"
+        " SELECT pg_notify(%s, CASE WHEN octet_length(whole) < %s THEN whole ELSE seq::text END)"
+        " FROM note",
+        (
+            kind,
+            clue.id,
+            clue.severity,
+            clue.department,
+            Jsonb(body),
+            ALERT_CHANNEL,
+            NOTIFY_PAYLOAD_MAX,
+        ),
     )
 
 
