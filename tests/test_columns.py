@@ -42,3 +42,33 @@ def test_columns_make_the_same_batch_as_the_readings() -> None:
 
 def test_no_readings_no_columns() -> None:
     assert len(GasColumns.of([])) == 0
+
+
+def test_columns_concatenated_are_the_columns_of_all_the_readings() -> None:
+    """The writer merges batches judged apart: their columns, one after the other, must be
+    the columns made from all their readings at once (devices shared and not, in any
+    order; a part without readings)."""
+    rng = random.Random(8)
+    start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+    def reading(i: int) -> GasReading:
+        body: dict[str, object] = {"ts": int(start.timestamp() * 1000) + i, "seq": i}
+        body["lel_pct"] = rng.random() * 100
+        if i % 5 == 0:
+            body["fault"] = "E07"
+        if i % 3 == 0:
+            body["valve"] = "open"
+        return GasReading.model_validate(body)
+
+    parts = [
+        [(f"gas-{rng.randrange(1, 12):04d}", reading(n * 100 + i)) for i in range(size)]
+        for n, size in enumerate([40, 0, 1, 25, 60])
+    ]
+    whole = GasColumns.of([pair for part in parts for pair in part])
+    merged = GasColumns.concat([GasColumns.of(part) for part in parts])
+    assert [merged.devices[c] for c in merged.code] == [whole.devices[c] for c in whole.code]
+    for name in ("ts_us", "ts_ms", "seq", "lel_pct", "co_ppm", "valve", "fault"):
+        assert np.array_equal(getattr(merged, name), getattr(whole, name), equal_nan=True), name
+    assert merged.fault_text == whole.fault_text
+    received = start + timedelta(hours=1)
+    assert merged.copy_data(received) == whole.copy_data(received)

@@ -95,9 +95,6 @@ _SNAPSHOT_SLICE = 100
 """Device snapshots taken between two yields to the event loop at a checkpoint."""
 _DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
-_JUDGED_AHEAD = 2
-"""Batches decoded and judged, waiting for a writer: what detection may run ahead of the
-database by (the rest waits, unacknowledged, in the gateway's bounded hand-off)."""
 
 
 _Raised = tuple[Finding, float, "asyncio.Future[None] | None"]
@@ -121,6 +118,25 @@ class _DecodedBatch:
     flagged: list[Finding] = field(default_factory=list)
     """Devices found flooding in this batch (raised after its commit, with the rest)."""
 
+    @classmethod
+    def merge(cls, parts: Sequence[_DecodedBatch]) -> _DecodedBatch:
+        """Batches judged apart, written as one (received at the first one's time)."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = [p.gas_columns for p in parts if p.gas_columns is not None]
+        return cls(
+            now=parts[0].now,
+            gas_readings=[r for p in parts for r in p.gas_readings],
+            gas_runs=[r for p in parts for r in p.gas_runs],
+            equipment=[e for p in parts for e in p.equipment],
+            acks=[a for p in parts for a in p.acks],
+            gas_columns=GasColumns.concat(columns) if columns else None,
+            refusals=[r for p in parts for r in p.refusals],
+            statuses=[s for p in parts for s in p.statuses],
+            firsts=[t for p in parts for t in p.firsts],
+            flagged=[f for p in parts for f in p.flagged],
+        )
+
     def gas_pairs(self) -> list[tuple[str, GasWire]]:
         """The gas readings as (device, reading)."""
         devices = (device_id for device_id, count in self.gas_runs for _ in range(count))
@@ -129,6 +145,46 @@ class _DecodedBatch:
 
 _Judged = tuple[list[Inbound], _DecodedBatch, "asyncio.Future[None]"]
 """A batch as received, decoded and judged, and the future its commit sets."""
+
+
+def _all_of(parts: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """One future for a write of several batches: done, each part's is done; failed or
+    cancelled, each part's is cancelled (their clues wait for a restart)."""
+    if len(parts) == 1:
+        return parts[0]
+    whole: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(done: asyncio.Future[None]) -> None:
+        ok = not done.cancelled() and done.exception() is None
+        for part in parts:
+            if ok:
+                part.set_result(None)
+            else:
+                part.cancel()
+
+    whole.add_done_callback(settle)
+    return whole
+
+
+class _Budget:
+    """Messages judged and waiting for a writer: at most `limit`, past which the judging
+    stage waits (and the rest waits, unacknowledged, in the gateway's bounded hand-off).
+    A batch larger than the limit passes alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, messages: int) -> None:
+        while self.used and self.used + messages > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += messages
+
+    def give(self, messages: int) -> None:
+        self.used -= messages
+        self._freed.set()
 
 
 class Runtime:
@@ -320,9 +376,10 @@ class Runtime:
 
     async def _ingest_loop(self, gateway: MqttGateway) -> None:
         """Two stages, each a task: one takes batches from the broker, decodes them and runs
-        them through the detectors; the other writes them. The first runs up to
-        `_JUDGED_AHEAD` batches ahead of the second, so a slow commit does not hold back
-        the next batch's detection.
+        them through the detectors; the other writes them. The first runs ahead of the
+        second by up to `ingest_queue_messages` messages (the hand-off's own bound, so at
+        most twice that is held unacknowledged), so a slow commit does not hold back the
+        next batch's detection.
 
         Each batch goes through the detectors as soon as it is decoded, in arrival order,
         before it is written: a clue is announced without waiting for the commit of the
@@ -331,16 +388,19 @@ class Runtime:
         fixed only after that commit (`_complete_loop`). After a crash the broker sends the
         unacknowledged readings again; the detectors, which remember the last reading they
         saw of each device, pass over those they had seen, and the database stores them."""
-        judged: asyncio.Queue[_Judged] = asyncio.Queue(maxsize=_JUDGED_AHEAD)
+        judged: asyncio.Queue[_Judged] = asyncio.Queue()
+        ahead = _Budget(self.settings.ingest_queue_messages)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._judge_loop(gateway, judged), name="ingest-judge")
-                group.create_task(self._write_loop(gateway, judged), name="ingest-write")
+                group.create_task(self._judge_loop(gateway, judged, ahead), name="ingest-judge")
+                group.create_task(self._write_loop(gateway, judged, ahead), name="ingest-write")
         finally:
             while not judged.empty():
                 judged.get_nowait()[2].cancel()  # never written: their clues wait for a restart
 
-    async def _judge_loop(self, gateway: MqttGateway, judged: asyncio.Queue[_Judged]) -> None:
+    async def _judge_loop(
+        self, gateway: MqttGateway, judged: asyncio.Queue[_Judged], ahead: _Budget
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await gateway.get_batch(self.settings.ingest_batch_messages)
@@ -348,27 +408,41 @@ class Runtime:
             decoded = await self._decode_batch(batch)
             committed: asyncio.Future[None] = loop.create_future()
             await self._detect(decoded, committed)
-            await judged.put((batch, decoded, committed))
+            await ahead.take(len(batch))
+            judged.put_nowait((batch, decoded, committed))
 
-    async def _write_loop(self, gateway: MqttGateway, judged: asyncio.Queue[_Judged]) -> None:
+    async def _write_loop(
+        self, gateway: MqttGateway, judged: asyncio.Queue[_Judged], ahead: _Budget
+    ) -> None:
         """Write batch N+1 while earlier batches are being written: up to
         `ingest_write_concurrency` at once, each on its own connection (one COPY keeps one
-        database process busy; the database has more cores than that). Whatever order the
-        commits land in, batches are acknowledged in arrival order (MQTT wants PUBACKs in
-        order)."""
+        database process busy; the database has more cores than that). The batches judged
+        while a writer was awaited are written together, up to `ingest_batch_messages`
+        (judging takes small batches, for latency; a transaction costs the same few round
+        trips and a commit whatever its size). Whatever order the commits land in, batches
+        are acknowledged in arrival order (MQTT wants PUBACKs in order)."""
         in_flight: collections.deque[tuple[asyncio.Task[None], asyncio.Future[None]]] = (
             collections.deque()
         )
         writers = self.settings.ingest_write_concurrency
+        limit = self.settings.ingest_batch_messages
         try:
             while True:
-                batch, decoded, committed = await judged.get()
+                parts = [await judged.get()]
                 if len(in_flight) >= writers:
                     # at most `writers` batches writing, this one included
                     await asyncio.shield(in_flight[-writers][1])
                 while len(in_flight) > writers:
                     # ...and one more committed and being acknowledged
                     await in_flight.popleft()[0]
+                size = len(parts[0][0])
+                while size < limit and not judged.empty():
+                    parts.append(judged.get_nowait())
+                    size += len(parts[-1][0])
+                ahead.give(size)
+                batch = [item for part in parts for item in part[0]]
+                decoded = _DecodedBatch.merge([part[1] for part in parts])
+                committed = _all_of([part[2] for part in parts])
                 previous = in_flight[-1] if in_flight else None
                 task = asyncio.create_task(
                     self._store(gateway, batch, decoded, committed, previous)

@@ -116,6 +116,30 @@ class GasColumns:
             fault_text=tuple(faults),
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[GasColumns]) -> GasColumns:
+        """Batches' columns one after the other, as if made from all their readings at once
+        (the writer merges batches judged apart)."""
+        if len(parts) == 1:
+            return parts[0]
+        index: dict[str, int] = {}
+        codes = []
+        for part in parts:
+            remap = np.array([index.setdefault(d, len(index)) for d in part.devices], np.int32)
+            codes.append(remap[part.code])
+        return cls(
+            devices=tuple(index),
+            code=np.concatenate(codes),
+            ts_us=np.concatenate([p.ts_us for p in parts]),
+            ts_ms=np.concatenate([p.ts_ms for p in parts]),
+            seq=np.concatenate([p.seq for p in parts]),
+            lel_pct=np.concatenate([p.lel_pct for p in parts]),
+            co_ppm=np.concatenate([p.co_ppm for p in parts]),
+            valve=np.concatenate([p.valve for p in parts]),
+            fault=np.concatenate([p.fault for p in parts]),
+            fault_text=tuple(f for p in parts for f in p.fault_text),
+        )
+
     def copy_data(self, received_at: datetime) -> bytes:
         """The batch as PostgreSQL binary COPY data for the columns of `writer.GAS_COLUMNS`
         (time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at), built a column
