@@ -97,6 +97,7 @@ def http_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
 
 async def serve(settings: Settings, svc: Services, on_ready: str | None = None) -> None:
     from offsite.api.app import create_app  # noqa: PLC0415 - keeps `offsite --help` fast
+    from offsite.casework.announcer import SWITCH_INTERVAL_S  # noqa: PLC0415
     from offsite.runtime import Runtime  # noqa: PLC0415
 
     settings = settings.model_copy(update={"mqtt_protocol": svc.mqtt_protocol})
@@ -106,6 +107,9 @@ async def serve(settings: Settings, svc: Services, on_ready: str | None = None) 
         # batch in flight each time. What was loaded at start-up is frozen out of it.
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
+        # The clue announcer's thread takes the interpreter's lock between its round trips
+        # (casework/announcer.py): it should not wait the default 5 ms each time.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         server = _Server(http_config(settings, create_app(runtime)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework import commands
 from offsite.casework.alerts import AlertHub
+from offsite.casework.announcer import Announcer
 from offsite.casework.cases import mark_overdue_tasks
 from offsite.casework.credit import Assessment, assess
 from offsite.casework.directory import DeviceInfo, read_directory
@@ -226,6 +227,7 @@ class Runtime:
             self.metrics.registry,
             self._put_findings,
         )
+        self.announcer = Announcer(database_url, settings.clue_deadlines_s())
         self.casework = Casework(
             self.pool,
             timedelta(seconds=settings.evidence_before_s),
@@ -251,6 +253,7 @@ class Runtime:
         _LOG.info("storage: %s", self.flavour)
         await self.pool.open(wait=True, timeout=30)
         try:
+            await self.announcer.start()
             await self.refresh_directory()
             await self._seed_silence()
             await self.casework.complete_pending(self.directory)
@@ -333,6 +336,7 @@ class Runtime:
             # what was appended since the last checkpoint leaves signed
             await asyncio.wait_for(self.sign_ledger(), 5)
         await asyncio.to_thread(self.frames.close)
+        await self.announcer.close()
         await self.pool.close(timeout=5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -930,14 +934,15 @@ class Runtime:
                 await completer
 
     async def _announce(self, group: Sequence[tuple[_Raised, DeviceInfo]]) -> list[bool]:
-        """Announce findings raised together in one transaction, waiting for the database
-        while it is away; if the database refuses the group, each on its own, so that one
-        it refuses does not hold back the others' alerts."""
+        """Announce findings raised together in one transaction, on the announcer's own
+        thread (casework/announcer.py), waiting for the database while it is away; if the
+        database refuses the group, each on its own, so that one it refuses does not hold
+        back the others' alerts."""
         findings = [(item[0], device) for item, device in group]
         delay = 0.2
         while True:
             try:
-                return await self.casework.announce_many(findings)
+                return await self.announcer.announce_many(findings)
             except (psycopg.OperationalError, TimeoutError) as exc:
                 _LOG.warning("casework waits for the database (%s)", exc)
                 await asyncio.sleep(delay)
