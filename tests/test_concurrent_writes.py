@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from offsite.gateway.columns import GasColumns
+from offsite.gateway.equipment_payloads import BoilerReading, EquipmentReading
 from offsite.gateway.payloads import GasWire
 from offsite.ingest.writer import StatusChange, write_batch
 
@@ -67,3 +68,37 @@ async def test_an_earlier_status_committed_later_does_not_undo_a_later_one(
             "SELECT status, status_at FROM device_status WHERE device_id = 'gas-0001'"
         )
         assert await cur.fetchone() == ("online", later)
+
+
+async def test_a_redelivered_equipment_reading_sends_the_whole_batch_the_staged_way(
+    database_url: str,
+) -> None:
+    """A batch of gas and equipment readings, one equipment reading stored before: the
+    direct COPY refuses the batch, which is redone staged; each reading is stored once,
+    the gas readings of the same batch included."""
+
+    def boilers(seqs: range) -> list[tuple[str, EquipmentReading]]:
+        return [
+            (
+                "boiler-0001",
+                BoilerReading(ts=NOW + timedelta(milliseconds=seq), seq=seq, pressure_mpa=1.0),
+            )
+            for seq in seqs
+        ]
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        first = await write_batch(
+            conn, "postgres", _readings(range(0, 100)), NOW, [], [], boilers(range(0, 10))
+        )
+        second = await write_batch(
+            conn, "postgres", _readings(range(100, 200)), NOW, [], [], boilers(range(5, 15))
+        )
+        assert (first.stored, first.stored_equipment) == (100, 10)
+        assert (second.stored, second.duplicates) == (100, 0)
+        assert (second.stored_equipment, second.duplicates_equipment) == (5, 5)
+        cur = await conn.execute(
+            "SELECT count(*), count(DISTINCT seq), max(seq) FROM telemetry_equipment"
+        )
+        assert await cur.fetchone() == (15, 15, 14)
+        cur = await conn.execute("SELECT count(*) FROM telemetry_gas")
+        assert await cur.fetchone() == (200,)

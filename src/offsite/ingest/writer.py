@@ -186,7 +186,9 @@ async def _write(
     stored = stored_equipment = 0
     async with conn.transaction():
         if b.equipment:
-            stored_equipment = await _write_equipment(conn, b.equipment, b.received_at)
+            stored_equipment = await _write_equipment(
+                conn, b.equipment, b.received_at, staged=staged
+            )
         if b.data is not None:
             if staged:
                 stored = await _write_staged(conn, flavour, b.data)
@@ -230,9 +232,13 @@ async def _write_equipment(
     conn: psycopg.AsyncConnection[Any],
     equipment: Sequence[tuple[str, EquipmentReading]],
     received_at: datetime,
+    *,
+    staged: bool,
 ) -> int:
-    """Equipment readings: the same direct COPY and staged fallback as gas, at the far
-    lower rates equipment reports at, so without the gas path's column tricks."""
+    """Equipment readings: the same direct COPY and staged path as gas (a reading stored
+    before makes the direct COPY refuse the whole batch, which `write_batch` then redoes
+    staged), at the far lower rates equipment reports at, so without the gas path's column
+    tricks."""
     rows = [
         (
             r.ts,
@@ -244,13 +250,13 @@ async def _write_equipment(
         )
         for device_id, r in equipment
     ]
-    try:
-        async with conn.transaction(), conn.cursor().copy(_EQUIPMENT_COPY) as copy:
+    if not staged:
+        async with conn.cursor().copy(_EQUIPMENT_COPY) as copy:
             copy.set_types(_EQUIPMENT_TYPES)
             for row in rows:
                 await copy.write_row(row)
         stored = len(rows)
-    except psycopg.errors.UniqueViolation:
+    else:
         await conn.execute(_EQUIPMENT_STAGE)
         async with conn.cursor().copy(_EQUIPMENT_COPY_STAGE) as copy:
             copy.set_types(_EQUIPMENT_TYPES)
