@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 import psycopg
@@ -70,6 +70,7 @@ from offsite.metrics import Metrics
 from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def rule_packs(settings: Settings) -> list[RulePack]:
@@ -902,7 +903,7 @@ class Runtime:
         """Findings are announced as they come (those waiting together, together) and
         completed by a task of their own, in the same order: one clue's evidence never holds
         back another clue's alert."""
-        announced: asyncio.Queue[tuple[Finding, DeviceInfo, _Raised]] = asyncio.Queue()
+        announced: asyncio.Queue[tuple[_Raised, DeviceInfo]] = asyncio.Queue()
         completer = asyncio.create_task(self._complete_loop(announced))
         try:
             while True:
@@ -925,7 +926,7 @@ class Runtime:
                 for (item, device), new in zip(group, opened, strict=True):
                     if new:
                         self.metrics.announce_latency.observe_many([now - item[1]])
-                        announced.put_nowait((item[0], device, item))
+                        announced.put_nowait((item, device))
                 if completer.done():
                     completer.result()  # its failure is this loop's
         finally:
@@ -939,33 +940,30 @@ class Runtime:
         database refuses the group, each on its own, so that one it refuses does not hold
         back the others' alerts."""
         findings = [(item[0], device) for item, device in group]
-        delay = 0.2
-        while True:
-            try:
-                return await self.announcer.announce_many(findings)
-            except (psycopg.OperationalError, TimeoutError) as exc:
-                _LOG.warning("casework waits for the database (%s)", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except psycopg.Error:
-                if len(findings) == 1:
-                    _LOG.exception("finding %s could not be recorded", findings[0][0].key)
-                    return [False]
-                break
+        what = (
+            f"finding {findings[0][0].key}"
+            if len(findings) == 1
+            else f"{len(findings)} findings raised together"
+        )
+        opened = await self._recorded(what, partial(self.announcer.announce_many, findings))
+        if opened is not None:
+            return opened
+        if len(findings) == 1:
+            return [False]
         return [
-            bool(await self._recorded(f, partial(self.casework.announce, f, device)))
+            bool(
+                await self._recorded(f"finding {f.key}", partial(self.casework.announce, f, device))
+            )
             for f, device in findings
         ]
 
-    async def _complete_loop(
-        self, announced: asyncio.Queue[tuple[Finding, DeviceInfo, _Raised]]
-    ) -> None:
+    async def _complete_loop(self, announced: asyncio.Queue[tuple[_Raised, DeviceInfo]]) -> None:
         """Evidence, case, merge and ledger for each announced clue, in announcement order,
         each once the readings behind it are committed (the evidence is read back from the
         database). Readings never committed (the gateway stopping first) leave the clue to
         be completed at the next start, after the broker has sent them again."""
         while True:
-            finding, device, (_, raised, stored) = await announced.get()
+            (finding, raised, stored), device = await announced.get()
             if stored is not None:
                 try:
                     await asyncio.shield(stored)
@@ -976,15 +974,14 @@ class Runtime:
                 except Exception as exc:
                     _LOG.error("clue %s left to complete at the next start: %s", finding.key, exc)
                     continue
-            await self._recorded(finding, partial(self.casework.complete, finding, device))
+            complete = partial(self.casework.complete, finding, device)
+            await self._recorded(f"finding {finding.key}", complete)
             self.metrics.casework_latency.observe_many([time.time() - raised])
 
-    async def _recorded(
-        self, finding: Finding, step: Callable[[], Awaitable[bool | None]]
-    ) -> bool | None:
-        """Run one casework step, waiting for the database while it is away; a step the
-        database refuses is logged and skipped (a clue left uncompleted is completed at the
-        next start)."""
+    async def _recorded(self, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one casework step for `what` (to name it in the log), waiting for the database
+        while it is away; a step the database refuses is logged and skipped, None (a clue
+        left uncompleted is completed at the next start)."""
         delay = 0.2
         while True:
             try:
@@ -994,7 +991,7 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except psycopg.Error:
-                _LOG.exception("finding %s could not be recorded", finding.key)
+                _LOG.exception("%s could not be recorded", what)
                 return None
 
     async def _loop_lag(self) -> None:
