@@ -88,10 +88,9 @@ async def append_alert(
     conn: psycopg.AsyncConnection[Any], kind: str, clue: CluePublic, extra: Mapping[str, Any]
 ) -> None:
     body = {"clue": clue.model_dump(mode="json"), **extra}
-    # One round trip. The notification is delivered at commit; listeners read the alerts
-    # table from their last seq on.
-    # In a pipeline the statement's result comes at the next sync, an error included. The
-    # notification carries the alert when it fits (`alerts.alert_of_notification`).
+    # One statement. The notification is delivered at commit and carries the alert when it
+    # fits (`alerts.alert_of_notification`); otherwise listeners read the alerts table from
+    # their last seq on. In a pipeline its result, an error included, comes at the next sync.
     await conn.execute(
         "WITH alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
         " VALUES (%s, %s, %s, %s, %s) RETURNING seq, type, at, body),"
