@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import psycopg
@@ -28,12 +28,12 @@ from psycopg import sql
 
 from offsite.access.scope import alert_filter
 from offsite.casework.service import ALERT_CHANNEL
+from offsite.gateway.payloads import EPOCH
 from offsite.notify import listen_forever
 
 _LOG = logging.getLogger(__name__)
 GAP_WAIT_S = 3.0
 """How long the stream waits at a gap in sequence numbers for an alert still committing."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def alert_of_notification(payload: str) -> Alert | None:
     if not payload.startswith("{"):
         return None
     data = json.loads(payload)
-    at = _EPOCH + timedelta(microseconds=int(data["at_us"]))
+    at = EPOCH + timedelta(microseconds=int(data["at_us"]))
     return Alert(int(data["seq"]), str(data["type"]), at.isoformat(), dict(data["body"]))
 
 
