@@ -49,12 +49,15 @@ async def _one(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> 
     return row[0]
 
 
-async def _writers_waiting(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """The lock modes requested on telemetry_gas, in this database, and not granted."""
+async def _writers_waiting(
+    conn: psycopg.AsyncConnection[Any], table: str = "telemetry_gas"
+) -> list[str]:
+    """The lock modes requested on `table`, in this database, and not granted."""
     cur = await conn.execute(
         "SELECT mode FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND relation = 'telemetry_gas'::regclass"
+        " AND relation = %s::regclass",
+        (table,),
     )
     return [str(row[0]) for row in await cur.fetchall()]
 
@@ -68,16 +71,20 @@ async def _acked_once(gw: RunningGateway) -> bool:
     return _acked(gw) == 1.0
 
 
-async def test_a_clue_is_announced_before_its_readings_commit_and_evidenced_after(
-    database_url: str, broker: BrokerProcess
-) -> None:
-    base = datetime.fromtimestamp(int(time.time()) - 60, UTC)
-    body = json.dumps(
+def _message(base: datetime) -> str:
+    return json.dumps(
         [
             json.loads(gas_reading(int((base + timedelta(seconds=i)).timestamp() * 1000), i, LEL))
             for i in range(READINGS)
         ]
     )
+
+
+async def test_a_clue_is_announced_before_its_readings_commit_and_evidenced_after(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    base = datetime.fromtimestamp(int(time.time()) - 60, UTC)
+    body = _message(base)
     firing_at = base + timedelta(seconds=CONFIRM_S)
 
     async with (
@@ -158,3 +165,42 @@ async def test_a_clue_is_announced_before_its_readings_commit_and_evidenced_afte
         )
         verify = (await gw.http.get(f"/api/v1/evidence/{evidence_id}/verify")).json()
         assert (verify["valid"], verify["source_intact"]) == (True, True)
+
+
+async def test_readings_are_acknowledged_and_checkpointed_only_once_their_clue_is_announced(
+    database_url: str, broker: BrokerProcess
+) -> None:
+    """The other way round: `clues` is held behind the lock, so the readings commit while
+    the clue they raised cannot be announced. Until it is, the message is not acknowledged
+    and the device's detector state is not checkpointed: a gateway killed there gets the
+    readings again from the broker and judges them again from the last checkpoint, so the
+    clue is raised once more instead of lost."""
+    base = datetime.fromtimestamp(int(time.time()) - 60, UTC)
+    state = "SELECT count(*) FROM detector_state WHERE device_id = %s"
+    async with (
+        start_gateway(database_url, broker.url, gas_confirm_s=CONFIRM_S) as gw,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as probe,
+        await psycopg.AsyncConnection.connect(database_url) as blocker,
+        websockets.connect(gw.ws_url()) as ws,
+    ):
+        assert (await _next_alert(ws))["type"] == "hello"
+        await blocker.execute("LOCK TABLE clues IN SHARE MODE")
+        await asyncio.to_thread(publish, broker.port, TOPIC, [_message(base)])
+
+        count = "SELECT count(*) FROM telemetry_gas WHERE device_id = %s"
+        assert await eventually(lambda: _one(probe, count, DEVICE), TIMEOUT_S) == READINGS
+        assert await eventually(lambda: _writers_waiting(probe, "clues"), TIMEOUT_S) == [
+            "RowExclusiveLock"
+        ]
+        await asyncio.sleep(0.3)  # room for a wrong acknowledgement to happen
+        assert _acked(gw) == 0.0
+        assert await gw.runtime.checkpoint() == 0
+        assert await _one(probe, state, DEVICE) == 0
+
+        await blocker.rollback()  # the clue is announced
+
+        opened = await _next_alert(ws)
+        assert (opened["type"], opened["clue"]["device_id"]) == ("clue.opened", DEVICE)
+        await eventually(lambda: _acked_once(gw), TIMEOUT_S)
+        assert await gw.runtime.checkpoint() == 1
+        assert await _one(probe, state, DEVICE) == 1

@@ -125,7 +125,7 @@ class FrameIntake:
         self,
         settings: FrameSettings,
         registry: CollectorRegistry,
-        on_findings: Callable[[list[Finding]], Awaitable[None]],
+        on_findings: Callable[[list[Finding]], Awaitable[object]],
     ) -> None:
         self.settings = settings
         self.metrics = FrameMetrics(registry)

@@ -119,6 +119,9 @@ class _DecodedBatch:
     """Device time of each message's first reading, for publish-to-commit latency."""
     flagged: list[Finding] = field(default_factory=list)
     """Devices found flooding in this batch (raised after its commit, with the rest)."""
+    raised: int = 0
+    """`_Unannounced.added` of the last finding this batch raised (0: none): the batch is
+    acknowledged once it is announced."""
 
     @classmethod
     def merge(cls, parts: Sequence[_DecodedBatch]) -> _DecodedBatch:
@@ -137,6 +140,7 @@ class _DecodedBatch:
             statuses=[s for p in parts for s in p.statuses],
             firsts=[t for p in parts for t in p.firsts],
             flagged=[f for p in parts for f in p.flagged],
+            raised=max(p.raised for p in parts),
         )
 
     def gas_pairs(self) -> list[tuple[str, GasWire]]:
@@ -187,6 +191,46 @@ class _Budget:
     def give(self, messages: int) -> None:
         self.used -= messages
         self._freed.set()
+
+
+class _Unannounced:
+    """Findings handed to the casework and not yet announced, numbered as they enter its
+    queue (which announces them in that order).
+
+    A reading is acknowledged to the broker, and its device's detector state checkpointed,
+    only once the findings it raised are announced: otherwise a gateway killed in between
+    would lose the clue for good (the broker would not send the reading again, or the
+    detectors, resumed past it, would pass over it)."""
+
+    def __init__(self) -> None:
+        self.added_n = 0
+        self.announced_n = 0
+        self._devices: Counter[str] = Counter()
+        self._moved = asyncio.Event()
+
+    def add(self, device_id: str) -> int:
+        """Count a finding just put in the queue; its number."""
+        self.added_n += 1
+        self._devices[device_id] += 1
+        return self.added_n
+
+    def announced(self, device_ids: Sequence[str]) -> None:
+        """The next findings of the queue, in order, are announced (or refused for good)."""
+        self.announced_n += len(device_ids)
+        for device_id in device_ids:
+            self._devices[device_id] -= 1
+            if not self._devices[device_id]:
+                del self._devices[device_id]
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    def pending(self, device_id: str) -> bool:
+        return self._devices[device_id] > 0
+
+    async def reach(self, number: int) -> None:
+        """Wait until the findings up to `number` are announced."""
+        while self.announced_n < number:
+            await self._moved.wait()
 
 
 class Runtime:
@@ -244,6 +288,7 @@ class Runtime:
         )
         # (finding, when it was raised): the casework latency is measured from there
         self._findings: asyncio.Queue[_Raised] = asyncio.Queue(maxsize=10_000)
+        self._unannounced = _Unannounced()
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self.video_gateway: MqttGateway | None = None
@@ -389,8 +434,9 @@ class Runtime:
         Each batch goes through the detectors as soon as it is decoded, in arrival order,
         before it is written: a clue is announced without waiting for the commit of the
         reading that fired it (that wait was most of an alert's latency under load). The
-        reading is held, unacknowledged, until it is committed, and the clue's evidence is
-        fixed only after that commit (`_complete_loop`). After a crash the broker sends the
+        reading is held, unacknowledged, until it is committed and its clue announced
+        (`_Unannounced`), and the clue's evidence is fixed only after that commit
+        (`_complete_loop`). After a crash the broker sends the
         unacknowledged readings again; the detectors, which remember the last reading they
         saw of each device, pass over those they had seen, and the database stores them."""
         judged: asyncio.Queue[_Judged] = asyncio.Queue()
@@ -502,12 +548,13 @@ class Runtime:
         committed: asyncio.Future[None],
         previous: tuple[asyncio.Task[None], asyncio.Future[None]] | None,
     ) -> None:
-        """Write one batch; once it and every batch before it are committed, acknowledge
-        it and record the command answers it carries."""
+        """Write one batch; once it and every batch before it are committed, and the clues
+        they raised announced, acknowledge it and record the command answers it carries."""
         try:
             result = await self._write_until_committed(d)
             if previous is not None:
                 await asyncio.shield(previous[1])  # the batch before is committed
+            await self._unannounced.reach(d.raised)  # and the clues these readings raised
         except asyncio.CancelledError:
             committed.cancel()
             raise
@@ -661,19 +708,23 @@ class Runtime:
         if self.flapping is not None:
             for change in d.statuses:
                 findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
-        await self._put_findings(findings, committed)
+        d.raised = await self._put_findings(findings, committed)
 
     async def _put_findings(
         self, findings: list[Finding], stored: asyncio.Future[None] | None = None
-    ) -> None:
+    ) -> int:
         """Hand findings to the casework; `stored` is done when the readings behind them
-        are committed (None: nothing to wait for)."""
+        are committed (None: nothing to wait for). Returns the number of the last one
+        (`_Unannounced`), 0 when there are none."""
         if not findings:
-            return
+            return 0
         raised = time.time()
+        number = 0
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
             await self._findings.put((finding, raised, stored))
+            number = self._unannounced.add(finding.device_id)  # no await since the put
+        return number
 
     async def _resume_cameras(self) -> None:
         """Cameras resume their episodes and references from the last checkpoint."""
@@ -717,7 +768,11 @@ class Runtime:
         for index, device_id in enumerate(sorted(dirty)):
             if index % _SNAPSHOT_SLICE == _SNAPSHOT_SLICE - 1:
                 await asyncio.sleep(0)  # thousands of snapshots would hold every alert back
-            if self.engine.known(device_id):
+            if self._unannounced.pending(device_id):
+                # past a finding not yet announced: resumed from here after a crash, the
+                # detectors would pass over the reading that raised it
+                self._dirty.add(device_id)
+            elif self.engine.known(device_id):
                 state = msgspec.json.encode(self.engine.snapshot(device_id)).decode()
                 rows.append((device_id, state))
         try:
@@ -919,9 +974,8 @@ class Runtime:
                         )
                     else:
                         group.append((item, device))
-                if not group:
-                    continue
-                opened = await self._announce(group)
+                opened = await self._announce(group) if group else []
+                self._unannounced.announced([item[0].device_id for item in taken])
                 now = time.time()
                 for (item, device), new in zip(group, opened, strict=True):
                     if new:
