@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -559,9 +558,8 @@ async def test_findings_raised_together_are_announced_together_and_one_refused_a
         directory = runtime.directory
         group = [(opened, directory["gas-0001"]), (goes_on, directory["gas-0001"])]
         assert await runtime.casework.announce_many(group) == [True, False]
-        raised = time.time()
-        items = [((f, raised, None), directory[f.device_id]) for f in (refused, other, goes_on)]
-        assert await runtime._announce(items) == [False, True, False]
+        items = [(f, directory[f.device_id]) for f in (refused, other, goes_on)]
+        assert await runtime.announcer.announce(items) == [False, True, False]
         alerts = (await gw.http.get("/api/v1/alerts")).json()
         seen = [(a["type"], a["clue"]["device_id"], a["clue"]["updates"]) for a in alerts]
         assert seen == [

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework import commands
 from offsite.casework.alerts import AlertHub
-from offsite.casework.announcer import Announcer
+from offsite.casework.announcer import Announcer, Item
 from offsite.casework.cases import mark_overdue_tasks
 from offsite.casework.credit import Assessment, assess
 from offsite.casework.directory import DeviceInfo, read_directory
@@ -91,16 +91,16 @@ def rule_packs(settings: Settings) -> list[RulePack]:
 _REGISTRY_CHANNEL = "offsite_registry"
 
 
-_CASEWORK_GROUP = 64
-"""Findings announced together before their evidence is fixed."""
 _SNAPSHOT_SLICE = 100
 """Device snapshots taken between two yields to the event loop at a checkpoint."""
 _DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
+_UNANNOUNCED_MAX = 10_000
+"""Findings handed to the announcer and not yet announced, past which detection waits."""
 
 
-_Raised = tuple[Finding, float, "asyncio.Future[None] | None"]
-"""A finding, when it was raised, and the commit of the readings behind it (if any)."""
+_Raised = tuple[float, "asyncio.Future[None] | None"]
+"""When a finding was raised, and the commit of the readings behind it (if any)."""
 
 
 @dataclass(slots=True)
@@ -227,6 +227,11 @@ class _Unannounced:
     def pending(self, device_id: str) -> bool:
         return self._devices[device_id] > 0
 
+    async def room(self, limit: int) -> None:
+        """Wait until fewer than `limit` findings are waiting for their announcement."""
+        while self.added_n - self.announced_n >= limit:
+            await self._moved.wait()
+
     async def reach(self, number: int) -> None:
         """Wait until the findings up to `number` are announced."""
         while self.announced_n < number:
@@ -272,7 +277,9 @@ class Runtime:
             self.metrics.registry,
             self._put_findings,
         )
-        self.announcer = Announcer(database_url, settings.clue_deadlines_s())
+        self.announcer: Announcer[_Raised] = Announcer(
+            database_url, settings.clue_deadlines_s(), self._announced
+        )
         self.casework = Casework(
             self.pool,
             timedelta(seconds=settings.evidence_before_s),
@@ -286,9 +293,9 @@ class Runtime:
         self.ledger_key: SigningKey = load_signing_key(
             secret.get_secret_value() if secret else None, settings.mode, settings.data_dir
         )
-        # (finding, when it was raised): the casework latency is measured from there
-        self._findings: asyncio.Queue[_Raised] = asyncio.Queue(maxsize=10_000)
         self._unannounced = _Unannounced()
+        self._opened: asyncio.Queue[Item[_Raised]] = asyncio.Queue()
+        """New clues, announced and waiting for their evidence (`_complete_loop`)."""
         self._dirty: set[str] = set()
         self.gateway: MqttGateway | None = None
         self.video_gateway: MqttGateway | None = None
@@ -347,7 +354,7 @@ class Runtime:
                 await self.video_gateway.start()
                 await self._resume_cameras()
                 self._spawn(self.frames.run(self.video_gateway), "frames")
-            self._spawn(self._casework_loop(), "casework")
+            self._spawn(self._complete_loop(), "casework")
             self._spawn(self._silence_loop(), "silence")
             self._spawn(self._registry_listener(), "registry-listener")
             self._spawn(self._partition_loop(), "partitions")
@@ -682,33 +689,40 @@ class Runtime:
         """Judge a decoded batch; its findings are announced at once and completed (their
         evidence fixed) once `committed` is done."""
         findings: list[Finding] = list(d.flagged)
+        if d.gas_runs or d.equipment:
+            devices = {device_id for device_id, _ in d.gas_runs}
+            devices.update(device_id for device_id, _ in d.equipment)
+            await self._resume_devices(devices)
+            findings.extend(self._feed(d))
+            self._seen(d, devices, findings)
+        if self.flapping is not None:
+            for change in d.statuses:
+                findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
+        d.raised = await self._put_findings(findings, committed)
+
+    def _feed(self, d: _DecodedBatch) -> list[Finding]:
+        """The batch through the scalar detectors."""
         batches = []
         if d.gas_columns is not None:
             batches.append(gas_batch(d.gas_columns, d.now))
         if d.equipment:
             batches.append(batch_from_readings(d.equipment, d.now))
-        if batches:
-            batch = batches[0] if len(batches) == 1 else concat_batches(batches)
-            devices = set(batch.device_ids)
-            await self._resume_devices(devices)
-            findings.extend(self.engine.feed(batch))
-            if findings:
-                # readings' device time to now: the detection path's share of alert latency
-                now = time.time()
-                self.metrics.finding_latency.observe_many(
-                    [now - f.at.timestamp() for f in findings]
-                )
-            self._dirty |= devices
-            for device_id in devices:
-                info = self.directory.get(device_id)
-                if info is not None:
-                    back = self.silence.observe(device_id, info.expected_interval_s, d.now)
-                    if back is not None:
-                        findings.append(back)
-        if self.flapping is not None:
-            for change in d.statuses:
-                findings.extend(self.flapping.observe(change.device_id, change.status, change.at))
-        d.raised = await self._put_findings(findings, committed)
+        batch = batches[0] if len(batches) == 1 else concat_batches(batches)
+        return self.engine.feed(batch)
+
+    def _seen(self, d: _DecodedBatch, devices: set[str], findings: list[Finding]) -> None:
+        """After detection: latency, devices to checkpoint, silence ended."""
+        if findings:
+            # readings' device time to now: the detection path's share of alert latency
+            now = time.time()
+            self.metrics.finding_latency.observe_many([now - f.at.timestamp() for f in findings])
+        self._dirty |= devices
+        for device_id in devices:
+            info = self.directory.get(device_id)
+            if info is not None:
+                back = self.silence.observe(device_id, info.expected_interval_s, d.now)
+                if back is not None:
+                    findings.append(back)
 
     async def _put_findings(
         self, findings: list[Finding], stored: asyncio.Future[None] | None = None
@@ -718,12 +732,19 @@ class Runtime:
         (`_Unannounced`), 0 when there are none."""
         if not findings:
             return 0
+        await self._unannounced.room(_UNANNOUNCED_MAX)
         raised = time.time()
         number = 0
+        items: list[Item[_Raised]] = []
         for finding in findings:
             self.metrics.findings.labels(finding.rule, finding.phase).inc()
-            await self._findings.put((finding, raised, stored))
-            number = self._unannounced.add(finding.device_id)  # no await since the put
+            device = self.directory.get(finding.device_id)
+            if device is None:
+                _LOG.warning("finding for unregistered device %s dropped", finding.device_id)
+                continue
+            items.append((finding, device, (raised, stored)))
+            number = self._unannounced.add(finding.device_id)
+        self.announcer.submit(items)
         return number
 
     async def _resume_cameras(self) -> None:
@@ -954,70 +975,23 @@ class Runtime:
 
     # casework
 
-    async def _casework_loop(self) -> None:
-        """Findings are announced as they come (those waiting together, together) and
-        completed by a task of their own, in the same order: one clue's evidence never holds
-        back another clue's alert."""
-        announced: asyncio.Queue[tuple[_Raised, DeviceInfo]] = asyncio.Queue()
-        completer = asyncio.create_task(self._complete_loop(announced))
-        try:
-            while True:
-                taken = [await self._findings.get()]
-                while len(taken) < _CASEWORK_GROUP and not self._findings.empty():
-                    taken.append(self._findings.get_nowait())
-                group: list[tuple[_Raised, DeviceInfo]] = []
-                for item in taken:
-                    device = self.directory.get(item[0].device_id)
-                    if device is None:
-                        _LOG.warning(
-                            "finding for unregistered device %s dropped", item[0].device_id
-                        )
-                    else:
-                        group.append((item, device))
-                opened = await self._announce(group) if group else []
-                self._unannounced.announced([item[0].device_id for item in taken])
-                now = time.time()
-                for (item, device), new in zip(group, opened, strict=True):
-                    if new:
-                        self.metrics.announce_latency.observe_many([now - item[1]])
-                        announced.put_nowait((item, device))
-                if completer.done():
-                    completer.result()  # its failure is this loop's
-        finally:
-            completer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await completer
+    def _announced(self, items: Sequence[Item[_Raised]], opened: Sequence[bool], at: float) -> None:
+        """The announcer's report on a group (in submission order): new clues go on to have
+        their evidence fixed."""
+        self._unannounced.announced([finding.device_id for finding, _, _ in items])
+        for item, new in zip(items, opened, strict=True):
+            if new:
+                self.metrics.announce_latency.observe_many([at - item[2][0]])
+                self._opened.put_nowait(item)
 
-    async def _announce(self, group: Sequence[tuple[_Raised, DeviceInfo]]) -> list[bool]:
-        """Announce findings raised together in one transaction, on the announcer's own
-        thread (casework/announcer.py), waiting for the database while it is away; if the
-        database refuses the group, each on its own, so that one it refuses does not hold
-        back the others' alerts."""
-        findings = [(item[0], device) for item, device in group]
-        what = (
-            f"finding {findings[0][0].key}"
-            if len(findings) == 1
-            else f"{len(findings)} findings raised together"
-        )
-        opened = await self._recorded(what, partial(self.announcer.announce_many, findings))
-        if opened is not None:
-            return opened
-        if len(findings) == 1:
-            return [False]
-        return [
-            bool(
-                await self._recorded(f"finding {f.key}", partial(self.casework.announce, f, device))
-            )
-            for f, device in findings
-        ]
-
-    async def _complete_loop(self, announced: asyncio.Queue[tuple[_Raised, DeviceInfo]]) -> None:
+    async def _complete_loop(self) -> None:
         """Evidence, case, merge and ledger for each announced clue, in announcement order,
         each once the readings behind it are committed (the evidence is read back from the
-        database). Readings never committed (the gateway stopping first) leave the clue to
-        be completed at the next start, after the broker has sent them again."""
+        database): one clue's evidence never holds back another clue's alert. Readings
+        never committed (the gateway stopping first) leave the clue to be completed at the
+        next start, after the broker has sent them again."""
         while True:
-            (finding, raised, stored), device = await announced.get()
+            finding, device, (raised, stored) = await self._opened.get()
             if stored is not None:
                 try:
                     await asyncio.shield(stored)

@@ -388,16 +388,18 @@ def _gateway(
             proc.kill()
 
 
-async def _alert_latency(
-    http_port: int, broker_port: int, probes: list[str]
-) -> dict[str, float | int | None]:
+async def _alert_latency(http_port: int, broker_port: int, probes: list[str]) -> dict[str, Any]:
     """Each probe device sends two readings at 60 %LEL, 20 s apart in device time: the
-    second one fires (confirmation 15 s). Timed from its publish to the pushed alert."""
+    second one fires (confirmation 15 s). Timed from its publish to the pushed alert, and
+    split at the alert's own time (`at`: the start of the transaction that announced it,
+    on the database's clock, which is this machine's)."""
     import websockets  # noqa: PLC0415 - part of uvicorn[standard]
 
     url = f"ws://127.0.0.1:{http_port}/api/v1/alerts/live?token={TOKEN}"
     pub = Publisher("127.0.0.1", broker_port, f"bench-probe-{uuid.uuid4().hex[:6]}", 1, 100)
     latencies: list[float] = []
+    before_row: list[float] = []
+    after_row: list[float] = []
     async with websockets.connect(url) as ws:
         await ws.recv()  # hello
         for device in probes:
@@ -407,7 +409,8 @@ async def _alert_latency(
             await asyncio.sleep(0.05)
             sent = time.perf_counter()
             # device time = publish time, so the gateway's detection latency is comparable
-            now_ms = int(time.time() * 1000)
+            sent_wall = time.time()
+            now_ms = int(sent_wall * 1000)
             pub.send([(topic, b'{"ts":%d,"seq":2,"lel_pct":60.0}' % now_ms)])
             deadline = sent + 10
             while time.perf_counter() < deadline:
@@ -416,16 +419,29 @@ async def _alert_latency(
                 )
                 if message.get("type") == "clue.opened" and message["clue"]["device_id"] == device:
                     latencies.append(time.perf_counter() - sent)
+                    row_at = datetime.fromisoformat(message["at"]).timestamp()
+                    before_row.append(row_at - sent_wall)
+                    after_row.append(time.time() - row_at)
                     break
             await asyncio.sleep(0.1)
     pub.drain()
     pub.close()
     if not latencies:
         return {"probes": len(probes), "alerts": 0, "p50_ms": None, "p99_ms": None}
-    ordered = sorted(latencies)
     return {
         "probes": len(probes),
         "alerts": len(latencies),
+        **_percentiles(latencies),
+        # publish to the start of the announcing transaction (detection, hand-off), and
+        # from there to the client (the announcement's round trips, the commit, the push)
+        "publish_to_announcing": _percentiles(before_row),
+        "announcing_to_client": _percentiles(after_row),
+    }
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
         "p50_ms": round(statistics.median(ordered) * 1000, 2),
         "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2),
         "max_ms": round(ordered[-1] * 1000, 2),
