@@ -31,6 +31,8 @@ READINGS = 20
 LEL = 30.0
 """Above level 1 (25), below level 2 (50): one orange clue, no case."""
 TIMEOUT_S = 10.0
+WITHIN_S = 1234.5
+"""The department's own limit for orange clues in the first test."""
 
 
 async def _next_alert(ws: websockets.ClientConnection) -> dict[str, Any]:
@@ -99,6 +101,13 @@ async def test_a_clue_is_announced_before_its_readings_commit_and_evidenced_afte
         await probe.execute(
             "SELECT offsite_ensure_partitions('telemetry_gas', current_date - 1, current_date + 3)"
         )
+        # The department's own limit, with a fraction of a second: the alert's deadline is
+        # the database's, written as the API writes it.
+        await probe.execute(
+            "INSERT INTO clue_deadlines (department, severity, within_s)"
+            " SELECT id, 'orange', %s FROM departments",
+            (WITHIN_S,),
+        )
         # SHARE: no INSERT or COPY into the table until the rollback; SELECT goes on.
         await blocker.execute("LOCK TABLE telemetry_gas IN SHARE MODE")
         await asyncio.to_thread(publish, broker.port, TOPIC, [body])
@@ -113,6 +122,11 @@ async def test_a_clue_is_announced_before_its_readings_commit_and_evidenced_afte
         )
         assert clue["evidence_id"] is None
         assert datetime.fromisoformat(clue["opened_at"]) == firing_at
+        deadline = firing_at + timedelta(seconds=WITHIN_S)
+        assert datetime.fromisoformat(clue["deadline_at"]) == deadline
+        # The alert's clue (built with the INSERT, not read back) is the clue as stored.
+        stored = (await gw.http.get(f"/api/v1/clues/{clue['id']}")).json()
+        assert {k: stored[k] for k in clue} == clue
 
         # The batch is at the writer, which waits for the lock: it has not committed.
         assert await eventually(lambda: _writers_waiting(probe), TIMEOUT_S) == ["RowExclusiveLock"]

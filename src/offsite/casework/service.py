@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -145,35 +145,39 @@ class Casework:
         return opened
 
     async def announce_many(self, findings: Sequence[tuple[Finding, DeviceInfo]]) -> list[bool]:
-        """`announce` for findings raised together, in order, in one transaction and two
-        round trips to the database: the transaction's start with every clue row (their
-        columns come back for the alerts), then sources, steps, alerts and the commit,
-        pipelined. A clue opened already (a replay after a restart) costs one more."""
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            written = [
-                await (
-                    self._insert_clue(conn, f, device)
-                    if f.phase == "opened"
-                    else self._update_clue(conn, clue_id_for(f.key), f)
-                )
-                for f, device in findings
-            ]
-            opened: list[bool] = []
-            for (f, device), cur in zip(findings, written, strict=True):
-                row = await cur.fetchone()  # the first one sends them all
-                clue_id = clue_id_for(f.key)
-                if f.phase == "opened" and row is not None:
-                    await self._announce(conn, row, f, device)
-                    opened.append(True)
-                    continue
-                if row is None and f.phase == "opened":  # the episode goes on
-                    row = await (await self._update_clue(conn, clue_id, f)).fetchone()
-                if row is None:
-                    _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
-                else:
-                    await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
-                opened.append(False)
-            return opened
+        """`announce` for findings raised together, in order, in one transaction. New clues
+        go in one statement each (`OPEN_SQL`) and the commit with them: one round trip to
+        the database for a group of openings. An episode going on costs one more (its
+        alert carries the clue as updated). A clue opened already (a replay after a
+        restart) is updated after the commit, in a transaction of its own."""
+        opened: list[bool] = []
+        async with self._pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                openings: list[tuple[int, psycopg.AsyncCursor[Any]]] = []
+                for index, (f, device) in enumerate(findings):
+                    if f.phase == "opened":
+                        openings.append((index, await self._open_clue(conn, f, device)))
+                        opened.append(True)
+                    else:
+                        await self._update_and_alert(conn, f)
+                        opened.append(False)
+            replayed = []
+            for index, cur in openings:
+                if await cur.fetchone() is None:  # open already: the episode goes on
+                    opened[index] = False
+                    replayed.append(findings[index][0])
+            if replayed:
+                async with conn.transaction():
+                    for f in replayed:
+                        await self._update_and_alert(conn, f)
+        return opened
+
+    async def _update_and_alert(self, conn: psycopg.AsyncConnection[Any], f: Finding) -> None:
+        row = await (await self._update_clue(conn, clue_id_for(f.key), f)).fetchone()
+        if row is None:
+            _LOG.warning("finding %s for a clue never opened (%s); ignored", f.phase, f.key)
+        else:
+            await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
 
     async def complete(self, finding: Finding, device: DeviceInfo) -> None:
         """Second step of a new clue: evidence, case, merge and ledger entries."""
@@ -216,63 +220,75 @@ class Casework:
             _LOG.info("completed the evidence of %d clue(s) announced before a restart", done)
         return done
 
-    async def _insert_clue(
+    async def _open_clue(
         self, conn: psycopg.AsyncConnection[Any], f: Finding, device: DeviceInfo
     ) -> psycopg.AsyncCursor[Any]:
-        """Open the finding's clue; the cursor has its row, or none when it was open
-        already."""
-        return await conn.execute(
-            sql.SQL(
-                "INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
-                " matter_id, department, cooperating_departments, title, triggered_at,"
-                " opened_at, last_at, value, peak, threshold, details, deadline_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, {}) ON CONFLICT (key) DO NOTHING RETURNING {}"
-            ).format(DEADLINE_SQL, CLUE_COLUMNS),
-            (
-                clue_id_for(f.key),
-                f.key,
-                f.rule,
-                f.severity,
-                device.domain,
-                device.id,
-                device.subject_id,
-                device.matter_id,
-                device.department,
-                list(device.cooperating_departments),
-                f.title,
-                f.episode_start,
-                f.at,
-                f.at,
-                f.value,
-                f.peak,
-                f.threshold,
-                Jsonb(f.details),
-                f.at,
-                device.department,
-                f.severity,
-                self._deadlines[f.severity],
-            ),
-        )
+        """Open the finding's clue with its source, first step and alert, in one statement;
+        the cursor has a row when it opened, none when the clue was open already.
 
-    async def _announce(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        row: tuple[Any, ...],
-        f: Finding,
-        device: DeviceInfo,
-    ) -> None:
-        """A new clue's source, first step and alert (in a pipeline they wait for
-        nothing: they go with the commit)."""
-        clue = CluePublic.from_row(row)
-        await conn.execute(
-            SOURCE_SQL, (clue.id, "detector", device.id, f.title, f.at, SYSTEM_ACTOR)
+        The alert's clue is the row as inserted, built here: only its deadline comes from
+        the database (the department's own limit, `DEADLINE_SQL`), set into the alert
+        there. Times are in UTC, as pydantic writes them."""
+        clue_id = clue_id_for(f.key)
+        clue = CluePublic(
+            id=clue_id,
+            rule=f.rule,
+            severity=f.severity,
+            domain=device.domain,
+            device_id=device.id,
+            subject_id=device.subject_id,
+            matter_id=device.matter_id,
+            department=device.department,
+            cooperating_departments=list(device.cooperating_departments),
+            status="new",
+            title=f.title,
+            triggered_at=f.episode_start.astimezone(UTC),
+            opened_at=f.at.astimezone(UTC),
+            last_at=f.at.astimezone(UTC),
+            cleared_at=None,
+            value=f.value,
+            peak=f.peak,
+            threshold=f.threshold,
+            updates=0,
+            evidence_id=None,
+            case_id=None,
+            details=f.details,
+            source="detector",
+            deadline_at=None,
+            overdue=False,
+            disposition=None,
+            closed_at=None,
+            acknowledged_at=None,
+            acknowledged_by=None,
         )
-        await record_event(
-            conn, clue.id, SYSTEM_ACTOR, "opened", None, "new", device.department, None
+        _LOG.info("clue %s opening: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
+        return await conn.execute(
+            OPEN_SQL,
+            {
+                "id": clue_id,
+                "key": f.key,
+                "rule": f.rule,
+                "severity": f.severity,
+                "domain": device.domain,
+                "device_id": device.id,
+                "subject_id": device.subject_id,
+                "matter_id": device.matter_id,
+                "department": device.department,
+                "cooperating": list(device.cooperating_departments),
+                "title": f.title,
+                "triggered_at": f.episode_start,
+                "at": f.at,
+                "value": f.value,
+                "peak": f.peak,
+                "threshold": f.threshold,
+                "details": Jsonb(f.details),
+                "default_s": self._deadlines[f.severity],
+                "actor": SYSTEM_ACTOR,
+                "body": Jsonb({"clue": clue.model_dump(mode="json")}),
+                "channel": ALERT_CHANNEL,
+                "payload_max": NOTIFY_PAYLOAD_MAX,
+            },
         )
-        await append_alert(conn, "clue.opened", clue, {})
-        _LOG.info("clue %s opened: %s on %s (%s)", clue.id, f.rule, f.device_id, f.severity)
 
     async def _complete(
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
@@ -666,12 +682,75 @@ DEFAULT_DEADLINES_S: dict[str, float] = {
     "yellow": 72 * 3600.0,
     "blue": 7 * 86400.0,
 }
-DEADLINE_SQL = sql.SQL(
-    "%s::timestamptz + make_interval(secs => coalesce((SELECT within_s FROM clue_deadlines"
-    " WHERE department = %s AND severity = %s), %s))"
+
+
+def deadline_sql(
+    start: sql.Composable,
+    department: sql.Composable,
+    severity: sql.Composable,
+    default_s: sql.Composable,
+) -> sql.Composed:
+    """A clue's deadline: from an instant, the department's own limit for the severity, else
+    the default given."""
+    return sql.SQL(
+        "{}::timestamptz + make_interval(secs => coalesce((SELECT within_s FROM clue_deadlines"
+        " WHERE department = {} AND severity = {}), {}))"
+    ).format(start, department, severity, default_s)
+
+
+DEADLINE_SQL = deadline_sql(
+    sql.Placeholder(), sql.Placeholder(), sql.Placeholder(), sql.Placeholder()
 )
-"""A clue's deadline: from an instant, the department's own limit for the severity, else
-the default passed. Parameters: start, department, severity, default seconds."""
+"""`deadline_sql` with parameters: start, department, severity, default seconds."""
+
+
+def _utc_text(column: str) -> sql.Composed:
+    """A timestamptz as pydantic writes a UTC datetime: microseconds only when not zero."""
+    c = sql.Identifier(column)
+    return sql.SQL(
+        "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        " || CASE WHEN to_char({c}, 'US') = '000000' THEN '' ELSE '.' || to_char({c}, 'US') END"
+        " || 'Z'"
+    ).format(c=c)
+
+
+OPEN_SQL = sql.SQL(
+    "WITH clue AS (INSERT INTO clues (id, key, rule, severity, domain, device_id, subject_id,"
+    " matter_id, department, cooperating_departments, title, triggered_at, opened_at, last_at,"
+    " value, peak, threshold, details, deadline_at)"
+    " VALUES (%(id)s, %(key)s, %(rule)s, %(severity)s, %(domain)s, %(device_id)s,"
+    " %(subject_id)s, %(matter_id)s, %(department)s, %(cooperating)s, %(title)s,"
+    " %(triggered_at)s, %(at)s, %(at)s, %(value)s, %(peak)s, %(threshold)s, %(details)s,"
+    " {deadline})"
+    " ON CONFLICT (key) DO NOTHING RETURNING id, deadline_at),"
+    " source AS (INSERT INTO clue_sources (clue_id, channel, reference, description,"
+    " reported_at, actor) SELECT id, 'detector', %(device_id)s, %(title)s, %(at)s, %(actor)s"
+    " FROM clue),"
+    " step AS (INSERT INTO clue_events (clue_id, actor, action, from_status, to_status,"
+    " department, reason, details) SELECT id, %(actor)s, 'opened', NULL, 'new', %(department)s,"
+    " NULL, '{{}}' FROM clue),"
+    " alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
+    " SELECT 'clue.opened', id, %(severity)s, %(department)s,"
+    " jsonb_set(%(body)s, '{{clue,deadline_at}}', to_jsonb({deadline_text})) FROM clue"
+    " RETURNING seq, type, at, body),"
+    " note AS (SELECT seq, json_build_object('seq', seq, 'type', type,"
+    " 'at_us', (extract(epoch FROM at) * 1000000)::bigint, 'body', body)::text AS whole"
+    " FROM alert),"
+    " sent AS (SELECT pg_notify(%(channel)s, CASE WHEN octet_length(whole) < %(payload_max)s"
+    " THEN whole ELSE seq::text END) FROM note)"
+    " SELECT clue.id, (SELECT count(*) FROM sent) FROM clue"
+).format(
+    deadline=deadline_sql(
+        sql.Placeholder("at"),
+        sql.Placeholder("department"),
+        sql.Placeholder("severity"),
+        sql.Placeholder("default_s"),
+    ),
+    deadline_text=_utc_text("deadline_at"),
+)
+"""A new clue, its source, its first step and its `clue.opened` alert, in one statement
+(`Casework._open_clue`): the same rows as `add_source`, `record_event` and `append_alert`
+would write. A row back when the clue opened, none when it was open already."""
 
 
 async def merge_lock(conn: psycopg.AsyncConnection[Any], subject_id: str, matter_id: str) -> None:
