@@ -447,6 +447,93 @@ def _compare(col: Floats, clause: Clause, rhs: Floats | float) -> Bools:
     return np.asarray(_OPS[clause.op](col, rhs), np.bool_)
 
 
+class _Windows:
+    """Each device's carried readings (time, value), kept as one run of a shared buffer.
+
+    A batch reads and replaces the runs of its own devices only: a replaced run is left
+    where it was, the new one appended, and the buffer compacted when it fills up (the
+    runs still in use copied to its start), so a batch costs what its devices carry, not
+    what every device carries."""
+
+    def __init__(self) -> None:
+        self.ts: Ints = np.empty(0, np.int64)
+        self.v: Floats = np.empty(0)
+        self.used = 0
+        """Buffer slots written, live or not."""
+        self.live = 0
+        """Slots in the devices' current runs."""
+        self.start: Ints = np.zeros(0, np.int64)
+        self.count: Ints = np.zeros(0, np.int64)
+
+    def resize(self, devices: int) -> None:
+        self.start = grown(self.start, devices, fill=0)
+        self.count = grown(self.count, devices, fill=0)
+
+    def take(self, devices: Ints) -> tuple[Ints, Ints, Floats]:
+        """The carried readings of `devices` (ascending, distinct): device, time and value
+        of each, grouped by device in that order, in time order within."""
+        counts = self.count[devices]
+        n = int(counts.sum())
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+        at = _runs(self.start[devices], counts, n)
+        return np.repeat(devices, counts), self.ts[at], self.v[at]
+
+    def put(self, devices: Ints, dev: Ints, ts: Ints, v: Floats) -> None:
+        """Replace the runs of `devices` with the readings given (grouped by device, in
+        time order within; a device of `devices` without any has none left)."""
+        self.live -= int(self.count[devices].sum())
+        self.count[devices] = 0
+        m = len(dev)
+        if m == 0:
+            return
+        if self.used + m > len(self.ts):
+            self._compact(m)
+        end = self.used + m
+        self.ts[self.used : end] = ts
+        self.v[self.used : end] = v
+        first = np.flatnonzero(_starts(dev))
+        owners = dev[first]
+        self.start[owners] = self.used + first
+        self.count[owners] = np.diff(first, append=m)
+        self.used = end
+        self.live += m
+
+    def of(self, device: int) -> tuple[list[int], list[float]]:
+        begin = int(self.start[device])
+        end = begin + int(self.count[device])
+        return self.ts[begin:end].tolist(), self.v[begin:end].tolist()
+
+    def _compact(self, room: int) -> None:
+        """Copy the live runs to the start of a buffer with `room` slots free after them,
+        at least half of it free (a buffer grown or compacted is not compacted again until
+        as much again has been written)."""
+        owners = np.flatnonzero(self.count)
+        counts = self.count[owners]
+        at = _runs(self.start[owners], counts, self.live)
+        size = max(1024, 2 * (self.live + room))
+        ts, v = np.empty(size, np.int64), np.empty(size)
+        ts[: self.live] = self.ts[at]
+        v[: self.live] = self.v[at]
+        self.ts, self.v = ts, v
+        self.start[owners] = np.cumsum(counts) - counts
+        self.used = self.live
+
+
+def _starts(values: NDArray[Any]) -> NDArray[np.bool_]:
+    """Where each run of equal values begins."""
+    out = np.ones(len(values), np.bool_)
+    np.not_equal(values[1:], values[:-1], out=out[1:])
+    return out
+
+
+def _runs(starts: Ints, counts: Ints, total: int) -> NDArray[np.intp]:
+    """Buffer positions of the runs (start, count), one after the other."""
+    offsets = np.cumsum(counts) - counts
+    at: NDArray[np.intp] = np.arange(total) + np.repeat(starts - offsets, counts)
+    return at
+
+
 class _Rate(CompiledRule):
     """Rising rate over a sliding event-time window. The readings of the last window are
     carried from batch to batch (and in checkpoints) so a rise spanning batches counts."""
@@ -455,12 +542,11 @@ class _Rate(CompiledRule):
 
     def __init__(self, rule: RateRule, policy: TierPolicy, order: int) -> None:
         super().__init__(rule, policy, order)
-        self.tail_dev: Ints = np.empty(0, np.int64)
-        self.tail_ts: Ints = np.empty(0, np.int64)
-        self.tail_v: Floats = np.empty(0)
+        self.windows = _Windows()
 
     def _compile_extra(self, profiles: Sequence[DeviceProfile], start: int) -> None:
         self.thr = np.where(self.enabled, self.thr, np.nan)
+        self.windows.resize(len(profiles))
 
     def scores(self, rows: Rows) -> tuple[Floats, Floats, Floats | None] | None:
         value = rows.column(self.rule.field)
@@ -470,18 +556,13 @@ class _Rate(CompiledRule):
         if picked.size == 0:
             return None
         # only the carried windows of devices in this batch take part; the others wait
-        in_batch = np.zeros(len(self.enabled), np.bool_)
-        in_batch[rows.dev[picked]] = True
-        mine = in_batch[self.tail_dev]
-        kept_dev, kept_ts, kept_v = (
-            self.tail_dev[~mine],
-            self.tail_ts[~mine],
-            self.tail_v[~mine],
-        )
-        n_tail = int(mine.sum())
-        cd = np.concatenate([self.tail_dev[mine], rows.dev[picked].astype(np.int64)])
-        ct = np.concatenate([self.tail_ts[mine], rows.ts[picked]])
-        cv = np.concatenate([self.tail_v[mine], value[picked]])
+        new_dev = rows.dev[picked].astype(np.int64)  # rows come sorted by device
+        devices = new_dev[_starts(new_dev)]
+        tail_dev, tail_ts, tail_v = self.windows.take(devices)
+        n_tail = len(tail_dev)
+        cd = np.concatenate([tail_dev, new_dev])
+        ct = np.concatenate([tail_ts, rows.ts[picked]])
+        cv = np.concatenate([tail_v, value[picked]])
         # carried readings of a device precede its new ones (all newer): a stable sort by
         # device keeps that order, and merges two sorted runs in linear time
         o = np.argsort(cd, kind="stable")
@@ -518,31 +599,20 @@ class _Rate(CompiledRule):
         keep = np.flatnonzero(ct >= ct[last][group] - window)
         keep = keep[_thinned(cd[keep], ct[keep], cv[keep])]
         # each device's rows stay together and in time order, which is all `scores` needs
-        self.tail_dev = np.concatenate([kept_dev, cd[keep]])
-        self.tail_ts = np.concatenate([kept_ts, ct[keep]])
-        self.tail_v = np.concatenate([kept_v, cv[keep]])
+        self.windows.put(devices, cd[keep], ct[keep], cv[keep])
         return score, self.thr[rows.dev], score
 
     def extra_snapshot(self, device: int) -> dict[str, Any]:
-        mine = self.tail_dev == device
-        return {
-            "window": [
-                [t, v]
-                for t, v in zip(
-                    self.tail_ts[mine].tolist(), self.tail_v[mine].tolist(), strict=True
-                )
-            ]
-        }
+        ts, v = self.windows.of(device)
+        return {"window": [[t, x] for t, x in zip(ts, v, strict=True)]}
 
     def extra_restore(self, device: int, data: dict[str, Any]) -> None:
-        others = self.tail_dev != device
         points = data.get("window") or []
-        self.tail_dev = np.concatenate([self.tail_dev[others], np.full(len(points), device)])
-        self.tail_ts = np.concatenate(
-            [self.tail_ts[others], np.array([int(p[0]) for p in points], np.int64)]
-        )
-        self.tail_v = np.concatenate(
-            [self.tail_v[others], np.array([float(p[1]) for p in points], np.float64)]
+        self.windows.put(
+            np.array([device], np.int64),
+            np.full(len(points), device, np.int64),
+            np.array([int(p[0]) for p in points], np.int64),
+            np.array([float(p[1]) for p in points], np.float64),
         )
 
 
@@ -560,11 +630,16 @@ def _thinned(dev: Ints, ts: Ints, v: Floats, bucket_ms: int = 1000) -> NDArray[n
     starts[1:] = (dev[1:] != dev[:-1]) | (sec[1:] != sec[:-1])
     if starts.all():
         return np.arange(n)
+    first = np.flatnonzero(starts)
     gid = np.cumsum(starts) - 1
-    by_value = np.lexsort((v, gid))
-    lowest = by_value[np.flatnonzero(np.r_[True, gid[by_value][1:] != gid[by_value][:-1]])]
-    newest = np.flatnonzero(np.r_[dev[1:] != dev[:-1], True])
-    return np.unique(np.concatenate([lowest, newest]))
+    # the first row of each group that holds its lowest value (linear: no sort)
+    at_low = np.flatnonzero(v == np.minimum.reduceat(v, first)[gid])
+    keep = np.zeros(n, np.bool_)
+    keep[at_low[_starts(gid[at_low])]] = True
+    newest = np.ones(n, np.bool_)
+    newest[:-1] = dev[1:] != dev[:-1]
+    keep |= newest  # each device's newest
+    return np.flatnonzero(keep)
 
 
 class _Stuck(CompiledRule):
