@@ -150,22 +150,38 @@ class Casework:
         the database for a group of openings. An episode going on costs one more (its
         alert carries the clue as updated). A clue opened already (a replay after a
         restart) is updated after the commit, in a transaction of its own."""
+        # Everything a statement needs is built before the transaction starts: once its
+        # BEGIN is sent, the statements and the commit follow without a pause (from the
+        # announcer's thread, each pause for Python work can wait for the interpreter's
+        # lock, held by the busy gateway).
+        prepared = [
+            self._opening(f, device) if f.phase == "opened" else None for f, device in findings
+        ]
         opened: list[bool] = []
         async with self._pool.connection() as conn:
             async with conn.pipeline(), conn.transaction():
                 openings: list[tuple[int, psycopg.AsyncCursor[Any]]] = []
-                for index, (f, device) in enumerate(findings):
-                    if f.phase == "opened":
-                        openings.append((index, await self._open_clue(conn, f, device)))
+                for index, ((f, _), params) in enumerate(zip(findings, prepared, strict=True)):
+                    if params is not None:
+                        openings.append((index, await conn.execute(OPEN_SQL, params)))
                         opened.append(True)
                     else:
                         await self._update_and_alert(conn, f)
                         opened.append(False)
             replayed = []
             for index, cur in openings:
+                f = findings[index][0]
                 if await cur.fetchone() is None:  # open already: the episode goes on
                     opened[index] = False
-                    replayed.append(findings[index][0])
+                    replayed.append(f)
+                else:
+                    _LOG.info(
+                        "clue %s opened: %s on %s (%s)",
+                        clue_id_for(f.key),
+                        f.rule,
+                        f.device_id,
+                        f.severity,
+                    )
             if replayed:
                 async with conn.transaction():
                     for f in replayed:
@@ -220,11 +236,10 @@ class Casework:
             _LOG.info("completed the evidence of %d clue(s) announced before a restart", done)
         return done
 
-    async def _open_clue(
-        self, conn: psycopg.AsyncConnection[Any], f: Finding, device: DeviceInfo
-    ) -> psycopg.AsyncCursor[Any]:
-        """Open the finding's clue with its source, first step and alert, in one statement;
-        the cursor has a row when it opened, none when the clue was open already.
+    def _opening(self, f: Finding, device: DeviceInfo) -> dict[str, Any]:
+        """The parameters of `OPEN_SQL` for the finding's clue: the clue with its source,
+        first step and alert, in one statement (a row back when it opened, none when the
+        clue was open already). JSON goes as text, serialized here.
 
         The alert's clue is the row as inserted, built here: only its deadline comes from
         the database (the department's own limit, `DEADLINE_SQL`), set into the alert
@@ -261,34 +276,30 @@ class Casework:
             acknowledged_at=None,
             acknowledged_by=None,
         )
-        _LOG.info("clue %s opening: %s on %s (%s)", clue_id, f.rule, f.device_id, f.severity)
-        return await conn.execute(
-            OPEN_SQL,
-            {
-                "id": clue_id,
-                "key": f.key,
-                "rule": f.rule,
-                "severity": f.severity,
-                "domain": device.domain,
-                "device_id": device.id,
-                "subject_id": device.subject_id,
-                "matter_id": device.matter_id,
-                "department": device.department,
-                "cooperating": list(device.cooperating_departments),
-                "title": f.title,
-                "triggered_at": f.episode_start,
-                "at": f.at,
-                "value": f.value,
-                "peak": f.peak,
-                "threshold": f.threshold,
-                "details": Jsonb(f.details),
-                "default_s": self._deadlines[f.severity],
-                "actor": SYSTEM_ACTOR,
-                "body": Jsonb({"clue": clue.model_dump(mode="json")}),
-                "channel": ALERT_CHANNEL,
-                "payload_max": NOTIFY_PAYLOAD_MAX,
-            },
-        )
+        return {
+            "id": clue_id,
+            "key": f.key,
+            "rule": f.rule,
+            "severity": f.severity,
+            "domain": device.domain,
+            "device_id": device.id,
+            "subject_id": device.subject_id,
+            "matter_id": device.matter_id,
+            "department": device.department,
+            "cooperating": list(device.cooperating_departments),
+            "title": f.title,
+            "triggered_at": f.episode_start,
+            "at": f.at,
+            "value": f.value,
+            "peak": f.peak,
+            "threshold": f.threshold,
+            "details": json.dumps(f.details),
+            "default_s": self._deadlines[f.severity],
+            "actor": SYSTEM_ACTOR,
+            "body": '{"clue":' + clue.model_dump_json() + "}",
+            "channel": ALERT_CHANNEL,
+            "payload_max": NOTIFY_PAYLOAD_MAX,
+        }
 
     async def _complete(
         self, conn: psycopg.AsyncConnection[Any], clue_id: str, f: Finding, device: DeviceInfo
@@ -720,7 +731,7 @@ OPEN_SQL = sql.SQL(
     " value, peak, threshold, details, deadline_at)"
     " VALUES (%(id)s, %(key)s, %(rule)s, %(severity)s, %(domain)s, %(device_id)s,"
     " %(subject_id)s, %(matter_id)s, %(department)s, %(cooperating)s, %(title)s,"
-    " %(triggered_at)s, %(at)s, %(at)s, %(value)s, %(peak)s, %(threshold)s, %(details)s,"
+    " %(triggered_at)s, %(at)s, %(at)s, %(value)s, %(peak)s, %(threshold)s, %(details)s::jsonb,"
     " {deadline})"
     " ON CONFLICT (key) DO NOTHING RETURNING id, deadline_at),"
     " source AS (INSERT INTO clue_sources (clue_id, channel, reference, description,"
@@ -731,7 +742,7 @@ OPEN_SQL = sql.SQL(
     " NULL, '{{}}' FROM clue),"
     " alert AS (INSERT INTO alerts (type, clue_id, severity, department, body)"
     " SELECT 'clue.opened', id, %(severity)s, %(department)s,"
-    " jsonb_set(%(body)s, '{{clue,deadline_at}}', to_jsonb({deadline_text})) FROM clue"
+    " jsonb_set(%(body)s::jsonb, '{{clue,deadline_at}}', to_jsonb({deadline_text})) FROM clue"
     " RETURNING seq, type, at, body),"
     " note AS (SELECT seq, json_build_object('seq', seq, 'type', type,"
     " 'at_us', (extract(epoch FROM at) * 1000000)::bigint, 'body', body)::text AS whole"
