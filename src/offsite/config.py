@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         20_000, gt=0, description="bounded hand-off from MQTT to the writer; full: back-pressure"
     )
     ingest_batch_messages: int = Field(5_000, gt=0)
+    ingest_write_linger_s: float = Field(
+        0.05,
+        ge=0,
+        le=1.0,
+        description="a batch smaller than ingest_batch_messages waits up to this long for"
+        " more before it is written: fewer, larger transactions under light load (alerts do"
+        " not wait for it: readings are judged before they are written)",
+    )
     ingest_write_concurrency: int = Field(
         2,
         ge=1,

@@ -51,6 +51,11 @@ class Metrics:
             "QoS 1 messages acknowledged after commit",
             registry=self.registry,
         )
+        self.batches = Counter(
+            "offsite_ingest_batches",
+            "batches written, each one transaction (ingest_write_linger_s merges small ones)",
+            registry=self.registry,
+        )
         self.write_errors = Counter(
             "offsite_write_errors",
             "batch writes that failed and were retried",
