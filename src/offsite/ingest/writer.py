@@ -19,6 +19,7 @@ from offsite.gateway.equipment_payloads import (
     EquipmentReading,
 )
 from offsite.gateway.payloads import DeviceStatus
+from offsite.ingest.arrays import Float8Array, Int8Array, TextArray
 from offsite.ingest.schema import Flavour
 
 GAS_COLUMNS: Final = "time, device_id, seq, lel_pct, co_ppm, valve, fault, received_at"
@@ -304,22 +305,26 @@ async def _after_direct(
     ends = order[np.flatnonzero(np.diff(code[order], append=len(cols.devices)))]
     last_seq = np.full(len(cols.devices), -1, np.int64)
     np.maximum.at(last_seq, code, cols.seq)
-    by_id = sorted(range(len(cols.devices)), key=cols.devices.__getitem__)
+    by_id = np.array(sorted(range(len(cols.devices)), key=cols.devices.__getitem__), np.int64)
+    names = [d.encode() for d in cols.devices]
     await conn.execute(
         _STATUS_ARRAYS_US,
         (
             received_at,
-            [cols.devices[d] for d in by_id],
-            cols.ts_us[ends[by_id]].tolist(),
-            last_seq[by_id].tolist(),
+            TextArray(by_id, names),
+            Int8Array(cols.ts_us[ends[by_id]]),
+            Int8Array(last_seq[by_id]),
         ),
     )
     if flavour == "postgres":
-        await _append_rollup_deltas(conn, cols, code)
+        await _append_rollup_deltas(conn, cols, code, names)
 
 
 async def _append_rollup_deltas(
-    conn: psycopg.AsyncConnection[Any], cols: GasColumns, code: NDArray[np.int64]
+    conn: psycopg.AsyncConnection[Any],
+    cols: GasColumns,
+    code: NDArray[np.int64],
+    names: Sequence[bytes],
 ) -> None:
     """One delta row per device and minute of the batch."""
     # Sums run over the values as stored (real), so that a rollup equals the aggregate of the
@@ -342,12 +347,12 @@ async def _append_rollup_deltas(
     await conn.execute(
         _INSERT_DELTAS,
         (
-            [cols.devices[d] for d in (keys >> 32).tolist()],
-            key_minute.tolist(),
-            count.tolist(),
-            total.tolist(),
-            low.tolist(),
-            high.tolist(),
-            co_max.tolist(),
+            TextArray(keys >> 32, names),
+            Int8Array(key_minute),
+            Int8Array(count),
+            Float8Array(np.asarray(total, np.float64)),
+            Float8Array(low),
+            Float8Array(high),
+            Float8Array(co_max),
         ),
     )
