@@ -10,6 +10,7 @@ from offsite.detectors.findings import Finding
 
 @dataclass(slots=True)
 class _Seen:
+    interval_s: float
     interval: timedelta
     last_seen: datetime
     silent_since: datetime | None = None
@@ -28,10 +29,13 @@ class SilenceDetector:
         """A reading arrived; ends a silent episode if one was open."""
         entry = self._devices.get(device_id)
         if entry is None:
-            self._devices[device_id] = _Seen(timedelta(seconds=interval_s), seen_at)
+            self._devices[device_id] = _Seen(interval_s, timedelta(seconds=interval_s), seen_at)
             return None
-        entry.interval = timedelta(seconds=interval_s)
-        entry.last_seen = max(entry.last_seen, seen_at)
+        if entry.interval_s != interval_s:  # the registry changed it
+            entry.interval_s = interval_s
+            entry.interval = timedelta(seconds=interval_s)
+        if seen_at > entry.last_seen:
+            entry.last_seen = seen_at
         if entry.silent_since is None:
             return None
         start, entry.silent_since = entry.silent_since, None

@@ -9,6 +9,7 @@ kept and each bad one is quarantined with its own reason.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,8 +120,11 @@ class Decoded:
         return [(self.gas_device, r) for r in self.gas_readings]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_topic(topic: str) -> Topic | None:
-    """`offsite/v1/{domain}/{device_id}/{channel}`, or None for anything else."""
+    """`offsite/v1/{domain}/{device_id}/{channel}`, or None for anything else. Remembered
+    for the topics seen most recently: a device sends on the same few, and every message is
+    parsed where it is admitted and again where it is decoded."""
     if not topic.startswith(TOPIC_PREFIX):
         return None
     parts = topic[len(TOPIC_PREFIX) :].split("/")

@@ -41,8 +41,11 @@ _SESSION_EXPIRY_S = 7 * 24 * 3600
 _MAX_PACKET = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inbound:
+    """One PUBLISH received; never changed once made (not frozen: one is made per message,
+    and a frozen dataclass takes five times as long to make)."""
+
     topic: str
     payload: bytes
     mid: int
