@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -74,13 +74,13 @@ class Announcer(Generic[T]):
         self._casework: Casework | None = None
         self._waiting: collections.deque[Item[T]] = collections.deque()
         self._arrived: asyncio.Event | None = None
-        self._runner: concurrent.futures.Future[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._caller = asyncio.get_running_loop()
         self._thread.start()
         await self._there(self._open())
-        self._runner = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        self._runner = await self._there(self._spawn())
 
     def submit(self, items: Sequence[Item[T]]) -> None:
         """Queue findings for announcement; returns at once, from any thread."""
@@ -97,7 +97,7 @@ class Announcer(Generic[T]):
     async def close(self) -> None:
         if self._thread.is_alive():
             if self._runner is not None:
-                self._runner.cancel()
+                await self._there(_cancelled(self._runner))
             if self._pool is not None:
                 await self._there(self._pool.close(timeout=5))
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -110,11 +110,21 @@ class Announcer(Generic[T]):
     async def _open(self) -> None:
         self._arrived = asyncio.Event()
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            self._conninfo, min_size=1, max_size=2, open=False, name="offsite-announcer"
+            self._conninfo,
+            min_size=1,
+            max_size=2,
+            open=False,
+            name="offsite-announcer",
+            # a group of openings is one message, committed as one transaction by the
+            # server (`Casework._open_all`): no BEGIN of its own to wait for
+            kwargs={"autocommit": True},
         )
         await pool.open(wait=True, timeout=30)
         self._pool = pool
         self._casework = Casework(pool, timedelta(0), deadlines=self._deadlines)
+
+    async def _spawn(self) -> asyncio.Task[None]:
+        return asyncio.create_task(self._run(), name="offsite-announcer")
 
     def _take(self, items: list[Item[T]]) -> None:
         self._waiting.extend(items)
@@ -159,6 +169,13 @@ class Announcer(Generic[T]):
     async def _there(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run `coro` on the announcer's loop and wait for it from the caller's loop."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it has finished."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _persisting(what: str, step: Callable[[], Awaitable[R]]) -> R | None:
