@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -145,48 +146,78 @@ class Casework:
         return opened
 
     async def announce_many(self, findings: Sequence[tuple[Finding, DeviceInfo]]) -> list[bool]:
-        """`announce` for findings raised together, in order, in one transaction. New clues
-        go in one statement each (`OPEN_SQL`) and the commit with them: one round trip to
-        the database for a group of openings. An episode going on costs one more (its
-        alert carries the clue as updated). A clue opened already (a replay after a
-        restart) is updated after the commit, in a transaction of its own."""
-        # Everything a statement needs is built before the transaction starts: once its
-        # BEGIN is sent, the statements and the commit follow without a pause (from the
-        # announcer's thread, each pause for Python work can wait for the interpreter's
-        # lock, held by the busy gateway).
+        """`announce` for findings raised together, in order, in one transaction. A group
+        of openings goes to the database as one message of one statement each
+        (`OPEN_SQL`), run as one transaction: one write, one round trip. A group with an
+        episode going on is pipelined instead, one more round trip (its alert carries the
+        clue as updated). A clue opened already (a replay after a restart) is updated
+        after the commit, in a transaction of its own."""
+        # Everything a statement needs is built before anything is sent: from the
+        # announcer's thread, each pause for Python work between two sends can wait for
+        # the interpreter's lock, held by the busy gateway.
         prepared = [
             self._opening(f, device) if f.phase == "opened" else None for f, device in findings
         ]
-        opened: list[bool] = []
         async with self._pool.connection() as conn:
-            async with conn.pipeline(), conn.transaction():
-                openings: list[tuple[int, psycopg.AsyncCursor[Any]]] = []
-                for index, ((f, _), params) in enumerate(zip(findings, prepared, strict=True)):
-                    if params is not None:
-                        openings.append((index, await conn.execute(OPEN_SQL, params)))
-                        opened.append(True)
-                    else:
-                        await self._update_and_alert(conn, f)
-                        opened.append(False)
-            replayed = []
-            for index, cur in openings:
-                f = findings[index][0]
-                if await cur.fetchone() is None:  # open already: the episode goes on
-                    opened[index] = False
-                    replayed.append(f)
-                else:
-                    _LOG.info(
-                        "clue %s opened: %s on %s (%s)",
-                        clue_id_for(f.key),
-                        f.rule,
-                        f.device_id,
-                        f.severity,
-                    )
+            if all(params is not None for params in prepared):
+                found = await self._open_all(conn, [p for p in prepared if p is not None])
+            else:
+                found = await self._open_and_update(conn, findings, prepared)
+            opened = [row is not None for row in found]
+            replayed = [
+                f
+                for (f, _), row, params in zip(findings, found, prepared, strict=True)
+                if row is None and params is not None
+            ]  # open already: goes on
             if replayed:
                 async with conn.transaction():
                     for f in replayed:
                         await self._update_and_alert(conn, f)
+        for (f, _), new in zip(findings, opened, strict=True):
+            if new:
+                _LOG.info(
+                    "clue %s opened: %s on %s (%s)",
+                    clue_id_for(f.key),
+                    f.rule,
+                    f.device_id,
+                    f.severity,
+                )
         return opened
+
+    @staticmethod
+    async def _open_all(
+        conn: psycopg.AsyncConnection[Any], prepared: Sequence[dict[str, Any]]
+    ) -> list[tuple[Any, ...] | None]:
+        """The openings as one simple-protocol message (its statements run as one
+        transaction, committed after the last); each one's row, or None."""
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute("; ".join(cur.mogrify(OPEN_SQL, params) for params in prepared))
+        rows: list[tuple[Any, ...] | None] = []
+        while True:
+            rows.append(await cur.fetchone())
+            if not cur.nextset():
+                break
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.commit()  # a connection outside autocommit opened a transaction
+        return rows
+
+    async def _open_and_update(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        findings: Sequence[tuple[Finding, DeviceInfo]],
+        prepared: Sequence[dict[str, Any] | None],
+    ) -> list[tuple[Any, ...] | None]:
+        """Openings and episodes going on, pipelined in one transaction; each opening's
+        row (None when open already), None for the others."""
+        async with conn.pipeline(), conn.transaction():
+            cursors: list[psycopg.AsyncCursor[Any] | None] = []
+            for (f, _), params in zip(findings, prepared, strict=True):
+                if params is not None:
+                    cursors.append(await conn.execute(OPEN_SQL, params))
+                else:
+                    await self._update_and_alert(conn, f)
+                    cursors.append(None)
+        return [None if cur is None else await cur.fetchone() for cur in cursors]
 
     async def _update_and_alert(self, conn: psycopg.AsyncConnection[Any], f: Finding) -> None:
         row = await (await self._update_clue(conn, clue_id_for(f.key), f)).fetchone()
