@@ -436,6 +436,11 @@ async def _alert_latency(http_port: int, broker_port: int, probes: list[str]) ->
         # from there to the client (the announcement's round trips, the commit, the push)
         "publish_to_announcing": _percentiles(before_row),
         "announcing_to_client": _percentiles(after_row),
+        # (probe number, ms) of the slowest: whether the tail is a spell or spread out
+        "slowest": [
+            [i, round(latencies[i] * 1000, 1)]
+            for i in sorted(range(len(latencies)), key=latencies.__getitem__)[-5:][::-1]
+        ],
     }
 
 
