@@ -34,8 +34,7 @@ class SilenceDetector:
         if entry.interval_s != interval_s:  # the registry changed it
             entry.interval_s = interval_s
             entry.interval = timedelta(seconds=interval_s)
-        if seen_at > entry.last_seen:
-            entry.last_seen = seen_at
+        entry.last_seen = max(entry.last_seen, seen_at)
         if entry.silent_since is None:
             return None
         start, entry.silent_since = entry.silent_since, None
