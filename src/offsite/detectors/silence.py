@@ -11,7 +11,6 @@ from offsite.detectors.findings import Finding
 @dataclass(slots=True)
 class _Seen:
     interval_s: float
-    interval: timedelta
     last_seen: datetime
     silent_since: datetime | None = None
 
@@ -29,11 +28,9 @@ class SilenceDetector:
         """A reading arrived; ends a silent episode if one was open."""
         entry = self._devices.get(device_id)
         if entry is None:
-            self._devices[device_id] = _Seen(interval_s, timedelta(seconds=interval_s), seen_at)
+            self._devices[device_id] = _Seen(interval_s, seen_at)
             return None
-        if entry.interval_s != interval_s:  # the registry changed it
-            entry.interval_s = interval_s
-            entry.interval = timedelta(seconds=interval_s)
+        entry.interval_s = interval_s  # the registry may have changed it
         entry.last_seen = max(entry.last_seen, seen_at)
         if entry.silent_since is None:
             return None
@@ -54,7 +51,8 @@ class SilenceDetector:
         for device_id, entry in self._devices.items():
             if entry.silent_since is not None:
                 continue
-            limit = entry.interval * self._factor
+            # the sweep, every few seconds, makes the timedelta; a batch makes none
+            limit = timedelta(seconds=entry.interval_s) * self._factor
             if now - entry.last_seen > limit:
                 entry.silent_since = entry.last_seen
                 out.append(
