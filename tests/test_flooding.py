@@ -92,13 +92,29 @@ async def test_flooding_device_is_throttled_while_another_alerts(
             stdin=asyncio.subprocess.PIPE,
         )
         assert flooder.stdin is not None
-        flooder.stdin.write("\n".join(flood).encode() + b"\n")
-        await flooder.stdin.drain()
-        flooder.stdin.close()
+        stdin = flooder.stdin
+        lines = [line.encode() + b"\n" for line in flood]
+        normal_done = asyncio.Event()
+
+        async def feed() -> None:
+            # in pieces, the last only once the normal device has published: the flood
+            # overlaps its publishing however fast this machine sends it
+            for start in range(0, FLOODED - 500, 500):
+                stdin.write(b"".join(lines[start : start + 500]))
+                await stdin.drain()
+                await asyncio.sleep(0.01)
+            await normal_done.wait()
+            stdin.write(b"".join(lines[FLOODED - 500 :]))
+            await stdin.drain()
+            stdin.close()
+
+        feeder = asyncio.create_task(feed())
         await asyncio.sleep(0.3)
         await asyncio.to_thread(publish, broker.port, "offsite/v1/gas/gas-0002/telemetry", normal)
         normal_sent = time.monotonic()
         assert flooder.returncode is None, "the normal device must publish during the flood"
+        normal_done.set()
+        await feeder
         assert await flooder.wait() == 0
         flood_s = time.monotonic() - t0
 
