@@ -5,11 +5,14 @@ taken a sequence number but not yet committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 
-from offsite.casework.alerts import GAP_WAIT_S, Alert, Subscription, read_alerts
+from offsite.casework.alerts import GAP_WAIT_S, Alert, AlertHub, Subscription, read_alerts
 from offsite.casework.records import CluePublic
 from offsite.casework.service import append_alert, clue_id_for, read_clue
 from tests.fixtures.gateway import RunningGateway, red_gas_finding, start_gateway
@@ -28,6 +31,20 @@ async def _clue(gw: RunningGateway, sub: Subscription) -> CluePublic:
         return await read_clue(conn, clue_id_for(finding.key))
 
 
+@asynccontextmanager
+async def _hub(database_url: str) -> AsyncIterator[AlertHub]:
+    """A hub of the test's own, on the test's loop (the API's runs on its own thread)."""
+    hub = AlertHub(database_url)
+    task = asyncio.create_task(hub.run())
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 10)
+        yield hub
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _next(sub: Subscription, timeout: float) -> Alert | None:  # noqa: ASYNC109
     try:
         return await asyncio.wait_for(sub.get(), timeout)
@@ -38,8 +55,8 @@ async def _next(sub: Subscription, timeout: float) -> Alert | None:  # noqa: ASY
 async def test_an_alert_is_sent_from_its_notification_as_the_table_has_it(
     database_url: str,
 ) -> None:
-    async with start_gateway(database_url, None, **QUIET) as gw:
-        sub = gw.runtime.hub.subscribe()
+    async with start_gateway(database_url, None, **QUIET) as gw, _hub(database_url) as hub:
+        sub = hub.subscribe()
         clue = await _clue(gw, sub)
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             await append_alert(conn, "clue.noted", clue, {"note": "x" * 100})
@@ -67,8 +84,8 @@ async def test_an_alert_is_sent_from_its_notification_as_the_table_has_it(
 async def test_a_later_alert_waits_for_an_earlier_one_still_committing(
     database_url: str,
 ) -> None:
-    async with start_gateway(database_url, None, **QUIET) as gw:
-        sub = gw.runtime.hub.subscribe()
+    async with start_gateway(database_url, None, **QUIET) as gw, _hub(database_url) as hub:
+        sub = hub.subscribe()
         clue = await _clue(gw, sub)
         async with (
             await psycopg.AsyncConnection.connect(database_url) as slow,
@@ -87,8 +104,8 @@ async def test_a_later_alert_waits_for_an_earlier_one_still_committing(
 
 
 async def test_a_gap_left_by_a_rolled_back_alert_is_passed_over(database_url: str) -> None:
-    async with start_gateway(database_url, None, **QUIET) as gw:
-        sub = gw.runtime.hub.subscribe()
+    async with start_gateway(database_url, None, **QUIET) as gw, _hub(database_url) as hub:
+        sub = hub.subscribe()
         clue = await _clue(gw, sub)
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             await append_alert(conn, "clue.never", clue, {})

@@ -7,14 +7,15 @@ import asyncio
 import ssl
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from offsite.api.app import create_app
-from offsite.cli import _Server, http_config
+from offsite.api.server import ApiServer
+from offsite.cli import http_config
 from offsite.config import Settings
 from offsite.gateway.errors import BrokerUnavailableError
 from offsite.gateway.mqtt import MqttGateway, MqttOptions
@@ -136,16 +137,9 @@ async def test_api_over_https(tls_broker: SecureBroker, database_url: str) -> No
             http_tls_cert_file=tls.cert,
             http_tls_key_file=tls.key,
         )
-        server = _Server(http_config(settings, create_app(gw.runtime)))
-        task = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
+        async with ApiServer(gw.runtime, partial(http_config, settings)) as server:
             async with httpx.AsyncClient(
-                base_url=f"https://127.0.0.1:{port}",
+                base_url=f"https://127.0.0.1:{server.port}",
                 verify=ssl.create_default_context(cafile=str(tls.ca)),
                 headers={"Authorization": f"Bearer {TOKEN}"},
             ) as client:
@@ -153,9 +147,6 @@ async def test_api_over_https(tls_broker: SecureBroker, database_url: str) -> No
                 assert response.status_code == 200
                 assert any(d["id"] == "gas-0001" for d in response.json())
             # plain HTTP to the HTTPS port gets no API answer
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as plain:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as plain:
                 with pytest.raises(httpx.TransportError):
                     await plain.get("/healthz")
-        finally:
-            server.should_exit = True
-            await task

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,14 +73,6 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url or start_postgres(settings.data_dir)
 
 
-class _Server(uvicorn.Server):
-    """Signals are handled by `offsite run`, so that shutdown closes the runtime first."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 def http_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     """The API server: HTTPS when a certificate and key are configured."""
     cert, key = settings.http_tls_cert_file, settings.http_tls_key_file
@@ -96,7 +89,7 @@ def http_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
 
 
 async def serve(settings: Settings, svc: Services, on_ready: str | None = None) -> None:
-    from offsite.api.app import create_app  # noqa: PLC0415 - keeps `offsite --help` fast
+    from offsite.api.server import ApiServer  # noqa: PLC0415 - keeps `offsite --help` fast
     from offsite.casework.announcer import SWITCH_INTERVAL_S  # noqa: PLC0415
     from offsite.runtime import Runtime  # noqa: PLC0415
 
@@ -107,24 +100,20 @@ async def serve(settings: Settings, svc: Services, on_ready: str | None = None) 
         # batch in flight each time. What was loaded at start-up is frozen out of it.
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
-        # The clue announcer's thread takes the interpreter's lock between its round trips
-        # (casework/announcer.py): it should not wait the default 5 ms each time.
+        # The clue announcer's and the API's threads take the interpreter's lock between
+        # their round trips (casework/announcer.py, api/server.py): they should not wait
+        # the default 5 ms each time.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        server = _Server(http_config(settings, create_app(runtime)))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
-            await asyncio.sleep(0.05)
-        if server.started:
-            port = server.servers[0].sockets[0].getsockname()[1]
+        async with ApiServer(runtime, partial(http_config, settings)) as server:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, server.stop)
             scheme = "https" if settings.http_tls_cert_file else "http"
-            url = f"{scheme}://{settings.http_host}:{port}/"
+            url = f"{scheme}://{settings.http_host}:{server.port}/"
             print(f"offsite is running: duty console at {url}", flush=True)
             if on_ready:
                 print(on_ready.format(url=url), flush=True)
-        await task
+            await server.wait()
 
 
 def cmd_run(settings: Settings, _: argparse.Namespace) -> int:

@@ -26,7 +26,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework import commands
-from offsite.casework.alerts import AlertHub
 from offsite.casework.announcer import Announcer, Item
 from offsite.casework.cases import mark_overdue_tasks
 from offsite.casework.credit import Assessment, assess
@@ -249,7 +248,6 @@ class Runtime:
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             database_url, min_size=2, max_size=10, open=False, name="offsite"
         )
-        self.hub = AlertHub(database_url)
         self.flavour: Flavour = "postgres"
         self.directory: dict[str, DeviceInfo] = {}
         self._known: dict[str, KnownDevice] = {}
@@ -310,8 +308,6 @@ class Runtime:
             await self.refresh_directory()
             await self._seed_silence()
             await self.casework.complete_pending(self.directory)
-            self._spawn(self.hub.run(), "alert-hub")
-            await asyncio.wait_for(self.hub.ready.wait(), 30)
             if self.mqtt_url is not None:
                 host, port = self.settings.mqtt_host_port_of(self.mqtt_url)
                 password = self.settings.mqtt_password

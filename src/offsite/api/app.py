@@ -1,4 +1,4 @@
-"""The FastAPI application around a running Runtime."""
+"""The FastAPI application around a running gateway (`context.Api`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offsite import __version__
 from offsite.api import live, people, routes
+from offsite.api.context import Api
 from offsite.api.models import Health, Problem
-from offsite.runtime import Runtime
 
 _ERRORS: dict[str, str] = {
     "400": "the body cannot be parsed (not JSON, not UTF-8)",
@@ -52,15 +52,16 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The runtime is opened and closed by its owner (`offsite run`), not by the app."""
+def create_app(api: Api) -> FastAPI:
+    """The gateway and the API's pool are opened and closed by their owner
+    (`server.ApiServer`), not by the app."""
     app = FastAPI(
         title="offsite",
         version=__version__,
         description="IoT and off-site remote supervision gateway",
         openapi_url="/openapi.json",
     )
-    app.state.runtime = runtime
+    app.state.api = api
     app.include_router(routes.router)
     app.include_router(people.router)
 
@@ -79,10 +80,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz(request: Request, response: Response) -> Health:
-        rt: Runtime = request.app.state.runtime
+        api: Api = request.app.state.api
+        rt = api.runtime
         database = True
         try:
-            async with rt.pool.connection(timeout=2) as conn:
+            async with api.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
         except Exception:
             database = False
@@ -100,9 +102,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        rt: Runtime = request.app.state.runtime
+        api: Api = request.app.state.api
+        rt = api.runtime
         rt.metrics.mqtt_connected.set(1 if rt.gateway is not None and rt.gateway.connected else 0)
-        rt.metrics.alerts_sent.set(rt.hub.sent)
+        rt.metrics.alerts_sent.set(api.hub.sent)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:

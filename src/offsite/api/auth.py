@@ -43,6 +43,7 @@ from starlette.requests import HTTPConnection
 
 from offsite.access import people, scope
 from offsite.access.people import BOOTSTRAP, ROLES, Principal, Refused, Role
+from offsite.api.context import Api
 
 __all__ = [
     "AUTH_RESPONSES",
@@ -64,13 +65,13 @@ async def principal_for(connection: HTTPConnection, token: str | None) -> Princi
     """The principal of a bearer token, or why it is refused (also for the WebSocket)."""
     if not token:
         return Refused("a valid bearer token is required")
-    runtime = connection.app.state.runtime
-    expected: str = runtime.settings.bootstrap_token.get_secret_value()
+    api: Api = connection.app.state.api
+    expected: str = api.settings.bootstrap_token.get_secret_value()
     if hmac.compare_digest(token.encode(), expected.encode()):
         return BOOTSTRAP
     # A connection of its own, returned at once: the route's connection stays outside any
     # transaction until the route opens one.
-    async with runtime.pool.connection() as conn:
+    async with api.pool.connection() as conn:
         found = await people.authenticate(conn, token, datetime.now(UTC))
     return found if found is not None else Refused("a valid bearer token is required")
 

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 from offsite.access.people import Principal, Refused
 from offsite.access.scope import alert_visible
 from offsite.api.auth import principal_for
+from offsite.api.context import Api
 from offsite.casework.alerts import AlertHub, SubscriberLaggingError, Subscription, read_alerts
-from offsite.runtime import Runtime
 
 router = APIRouter()
 
@@ -38,14 +38,14 @@ async def alerts_live(
         await websocket.accept()
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
         return
-    runtime: Runtime = websocket.app.state.runtime
-    hub: AlertHub = runtime.hub
+    api: Api = websocket.app.state.api
+    hub: AlertHub = api.hub
     await websocket.accept()
     sub = hub.subscribe()  # before the replay, so nothing falls between the two
-    sender = asyncio.create_task(_send(websocket, runtime, principal, sub, after))
+    sender = asyncio.create_task(_send(websocket, api, principal, sub, after))
     receiver = asyncio.create_task(_until_disconnect(websocket))
     recheck = asyncio.create_task(
-        _until_refused(websocket, credential, runtime.settings.live_token_recheck_s)
+        _until_refused(websocket, credential, api.settings.live_token_recheck_s)
     )
     tasks = {sender, receiver, recheck}
     try:
@@ -83,18 +83,18 @@ async def _until_disconnect(websocket: WebSocket) -> None:
 
 async def _send(
     websocket: WebSocket,
-    runtime: Runtime,
+    api: Api,
     principal: Principal,
     sub: Subscription,
     after: int | None,
 ) -> None:
-    hub = runtime.hub
+    hub = api.hub
     try:
         last = hub.last_seq if after is None else after
         await websocket.send_json({"type": "hello", "last_seq": hub.last_seq})
         if after is not None:
             while True:
-                async with runtime.pool.connection() as conn:
+                async with api.pool.connection() as conn:
                     missed = await read_alerts(conn, last, department=principal.scope)
                 for alert in missed:
                     await websocket.send_json(alert.to_json())

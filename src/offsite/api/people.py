@@ -92,7 +92,7 @@ class Me(_Public):
 
 
 async def _connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with request.app.state.api.pool.connection() as conn:
         yield conn
 
 

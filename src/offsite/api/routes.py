@@ -14,6 +14,7 @@ from psycopg import sql
 
 from offsite.access import scope
 from offsite.api.auth import AUTH_RESPONSES, Actor, Principal, Reader, require_visible
+from offsite.api.context import Api
 from offsite.api.models import (
     CaseDecide,
     CaseHandOver,
@@ -66,7 +67,7 @@ router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 
 
 async def _connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with request.app.state.api.pool.connection() as conn:
         yield conn
 
 
@@ -299,7 +300,7 @@ async def clue(db: Db, principal: Reader, clue_id: str) -> ClueDetail:
 
 
 def _deadlines(request: Request) -> dict[str, float]:
-    deadlines: dict[str, float] = request.app.state.runtime.settings.clue_deadlines_s()
+    deadlines: dict[str, float] = request.app.state.api.settings.clue_deadlines_s()
     return deadlines
 
 
@@ -369,7 +370,7 @@ async def report_clue(
     cooperating departments recorded). A report about the subject and matter of an open
     clue active within `OFFSITE_CLUE_MERGE_WINDOW_S` joins it (200, `merged`) instead of
     opening another (201)."""
-    settings = request.app.state.runtime.settings
+    settings = request.app.state.api.settings
     try:
         async with db.transaction():
             if principal.scope is not None:
@@ -683,7 +684,7 @@ async def evidence_export(
     (made now if none covers them yet)."""
     await require_visible(db, principal, "evidence", evidence_id)
     try:
-        package = await build_package(db, evidence_id, request.app.state.runtime.ledger_key)
+        package = await build_package(db, evidence_id, request.app.state.api.runtime.ledger_key)
     except PackageError as exc:
         raise HTTPException(409, str(exc)) from None
     if package is None:
@@ -753,9 +754,9 @@ async def send_command(
     await require_visible(db, principal, "device", body.device_id)
     if body.case_id is not None:
         await require_visible(db, principal, "case", body.case_id)
-    runtime = request.app.state.runtime
+    api: Api = request.app.state.api
     try:
-        cmd = await runtime.send_command(
+        cmd = await api.send_command(
             device_id=body.device_id,
             command=body.command,
             params=dict(body.params),
