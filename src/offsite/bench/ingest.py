@@ -312,6 +312,24 @@ def _buckets(text: str, name: str) -> list[tuple[float, float]]:
     return buckets
 
 
+def database_checkpoints(url: str) -> int:
+    """Checkpoints the database has made since its statistics were reset: one that falls in
+    the probes' window writes and syncs the pages dirtied since the last, which is the
+    likeliest cause of a spell of slow commits (PostgreSQL 17 moved the counts to
+    `pg_stat_checkpointer`)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for query in (
+            "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+            "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+        ):
+            try:
+                row = conn.execute(query).fetchone()
+            except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+                continue
+            return int(row[0]) if row else 0
+    return 0
+
+
 def _latency_from_metrics(
     text: str, name: str, before: str | None = None
 ) -> dict[str, float | None]:
@@ -509,8 +527,10 @@ def run_ingest_bench(opts: BenchOptions) -> dict[str, Any]:
                 )
                 time.sleep(1.0)
                 before = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+                checkpoints = database_checkpoints(url)
                 alert: dict[str, Any] = asyncio.run(_alert_latency(http_port, port, probes))
                 alert["background_messages_per_s"] = round(half, 1)
+                alert["database_checkpoints"] = database_checkpoints(url) - checkpoints
                 # where a probe's time goes: detection (device time to finding) and casework
                 # (finding to committed clue, evidence and alert); the rest is the alert's
                 # way out (NOTIFY, read, WebSocket)
