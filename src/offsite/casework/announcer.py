@@ -8,6 +8,19 @@ thread) and announces them on an event loop of its own, in its own thread, with 
 connections: between its round trips it needs only the interpreter's lock, which a busy
 thread hands over within the switch interval (`SWITCH_INTERVAL_S`, set by `offsite run`).
 The caller hears back on its own loop (`on_announced`), in submission order.
+
+An announcement commits without waiting for the log to reach the disk (`synchronous_commit`
+off on the announcer's connections): its notification, and so the alert, goes out at the
+commit. Under ingest the log is flushed behind the writers' large transactions, and during
+a checkpoint's sync the disk is slow for all of them; a notifying transaction also holds
+the database's one notification lock until its commit is flushed (`service.flush_log`).
+Announcements were seen waiting 75 to 130 ms on the log and on that lock. The announcer then
+flushes on the same connection before it reports the group announced, and the readings
+behind a clue are acknowledged to the broker only after that report, so nothing is
+acknowledged on the strength of a clue the database could still lose. A connection lost
+between the two (the database restarting may have lost the commit) makes the group be
+announced again, unless one of the clues it opened is found recorded: the group's
+transaction survived whole, and is not done twice.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from offsite.casework.directory import DeviceInfo
-from offsite.casework.service import Casework
+from offsite.casework.service import Casework, clue_recorded, flush_log
 from offsite.detectors.findings import Finding
 
 T = TypeVar("T")
@@ -118,6 +131,7 @@ class Announcer(Generic[T]):
             # a group of openings is one message, committed as one transaction by the
             # server (`Casework._open_all`): no BEGIN of its own to wait for
             kwargs={"autocommit": True},
+            configure=_commit_without_flush,
         )
         await pool.open(wait=True, timeout=30)
         self._pool = pool
@@ -148,27 +162,50 @@ class Announcer(Generic[T]):
 
     async def _announce(self, findings: Sequence[tuple[Finding, DeviceInfo]]) -> list[bool]:
         """Findings raised together in one transaction; if the database refuses the group,
-        each on its own, so that one it refuses does not hold back the others' alerts."""
-        assert self._casework is not None
-        casework = self._casework
+        each on its own, so that one it refuses does not hold back the others' alerts.
+        Returns once what was committed is on disk."""
         what = (
             f"finding {findings[0][0].key}"
             if len(findings) == 1
             else f"{len(findings)} findings raised together"
         )
-        opened = await _persisting(what, lambda: casework.announce_many(findings))
+        opened = await _persisting(what, partial(self._durably, findings, [False] * len(findings)))
         if opened is not None:
             return opened
         if len(findings) == 1:
             return [False]
-        return [
-            bool(await _persisting(f"finding {f.key}", partial(casework.announce, f, device)))
-            for f, device in findings
+        alone = [
+            await _persisting(f"finding {f.key}", partial(self._durably, [(f, d)], [False]))
+            for f, d in findings
         ]
+        return [one is not None and one[0] for one in alone]
+
+    async def _durably(
+        self, findings: Sequence[tuple[Finding, DeviceInfo]], seen: list[bool]
+    ) -> list[bool]:
+        """Announce, then flush the log on the same connection. `seen` carries which clues
+        the last try opened, for a try after a lost connection: that try's transaction
+        survived whole or not at all, and one of its clues tells which. If it survived, it
+        is not done again (its alerts would go out twice); if not, it is redone."""
+        assert self._pool is not None
+        assert self._casework is not None
+        async with self._pool.connection() as conn:
+            survived = False
+            if any(seen):
+                key = next(f.key for (f, _), new in zip(findings, seen, strict=True) if new)
+                survived = await clue_recorded(conn, key)
+            if not survived:
+                seen[:] = await self._casework.announce_many(findings, conn)
+            await flush_log(conn)
+        return list(seen)
 
     async def _there(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run `coro` on the announcer's loop and wait for it from the caller's loop."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+
+async def _commit_without_flush(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("SET synchronous_commit = off")
 
 
 async def _cancelled(task: asyncio.Task[Any]) -> None:

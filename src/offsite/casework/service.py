@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -145,34 +145,29 @@ class Casework:
         (opened,) = await self.announce_many([(finding, device)])
         return opened
 
-    async def announce_many(self, findings: Sequence[tuple[Finding, DeviceInfo]]) -> list[bool]:
-        """`announce` for findings raised together, in order, in one transaction. A group
-        of openings goes to the database as one message of one statement each
-        (`OPEN_SQL`), run as one transaction: one write, one round trip. A group with an
-        episode going on is pipelined instead, one more round trip (its alert carries the
-        clue as updated). A clue opened already (a replay after a restart) is updated
-        after the commit, in a transaction of its own."""
+    async def announce_many(
+        self,
+        findings: Sequence[tuple[Finding, DeviceInfo]],
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[bool]:
+        """`announce` for findings raised together, in order, in one transaction (on
+        `conn` if given, else on a connection of the pool). A group of openings goes to the
+        database as one message of one statement each (`OPEN_SQL`), run as one
+        transaction: one write, one round trip. A group with an episode going on is
+        pipelined instead, one more round trip (its alert carries the clue as updated). A
+        clue opened already (a replay after a restart) is updated after the commit, in a
+        transaction of its own."""
         # Everything a statement needs is built before anything is sent: from the
         # announcer's thread, each pause for Python work between two sends can wait for
         # the interpreter's lock, held by the busy gateway.
         prepared = [
             self._opening(f, device) if f.phase == "opened" else None for f, device in findings
         ]
-        async with self._pool.connection() as conn:
-            if all(params is not None for params in prepared):
-                found = await self._open_all(conn, [p for p in prepared if p is not None])
-            else:
-                found = await self._open_and_update(conn, findings, prepared)
-            opened = [row is not None for row in found]
-            replayed = [
-                f
-                for (f, _), row, params in zip(findings, found, prepared, strict=True)
-                if row is None and params is not None
-            ]  # open already: goes on
-            if replayed:
-                async with conn.transaction():
-                    for f in replayed:
-                        await self._update_and_alert(conn, f)
+        if conn is None:
+            async with self._pool.connection() as own:
+                opened = await self._announce_on(own, findings, prepared)
+        else:
+            opened = await self._announce_on(conn, findings, prepared)
         for (f, _), new in zip(findings, opened, strict=True):
             if new:
                 _LOG.info(
@@ -182,6 +177,28 @@ class Casework:
                     f.device_id,
                     f.severity,
                 )
+        return opened
+
+    async def _announce_on(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        findings: Sequence[tuple[Finding, DeviceInfo]],
+        prepared: Sequence[dict[str, Any] | None],
+    ) -> list[bool]:
+        if all(params is not None for params in prepared):
+            found = await self._open_all(conn, [p for p in prepared if p is not None])
+        else:
+            found = await self._open_and_update(conn, findings, prepared)
+        opened = [row is not None for row in found]
+        replayed = [
+            f
+            for (f, _), row, params in zip(findings, found, prepared, strict=True)
+            if row is None and params is not None
+        ]  # open already: goes on
+        if replayed:
+            async with conn.transaction():
+                for f in replayed:
+                    await self._update_and_alert(conn, f)
         return opened
 
     @staticmethod
@@ -227,9 +244,15 @@ class Casework:
             await append_alert(conn, f"clue.{f.phase}", CluePublic.from_row(row), {})
 
     async def complete(self, finding: Finding, device: DeviceInfo) -> None:
-        """Second step of a new clue: evidence, case, merge and ledger entries."""
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._complete(conn, clue_id_for(finding.key), finding, device)
+        """Second step of a new clue: evidence, case, merge and ledger entries. Committed
+        without waiting for the flush, then flushed (`flush_log`): its alert's notification
+        holds other alerts only for the commit itself. A connection lost in between leaves
+        the caller to try again, which does nothing if the commit survived."""
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await self._complete(conn, clue_id_for(finding.key), finding, device)
+            await flush_log(conn)
 
     async def complete_pending(self, directory: Mapping[str, DeviceInfo]) -> int:
         """Fix the evidence of detector clues announced before a crash and never completed.
@@ -793,6 +816,34 @@ OPEN_SQL = sql.SQL(
 """A new clue, its source, its first step and its `clue.opened` alert, in one statement
 (`Casework._open_clue`): the same rows as `add_source`, `record_event` and `append_alert`
 would write. A row back when the clue opened, none when it was open already."""
+
+
+FLUSH_SQL: Final = (
+    "SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'offsite.flush', '')"
+)
+"""A transaction that writes a record to the log (a transactional logical message, the
+smallest write there is, allowed to every role) and commits synchronously: its commit
+returns once the log is on disk up to its own record, after the announcements committed
+before it. (A transaction that writes nothing else, `pg_current_xact_id()` alone, commits
+without the flush: the database flushes only for a transaction that wrote to the log.)"""
+
+
+async def flush_log(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Returns once every transaction committed before it is on disk (`FLUSH_SQL`): for a
+    transaction committed without waiting for the flush, so that it holds the lock every
+    notifying commit takes only for its own work. That lock is taken before the commit is
+    flushed and released after: one notifying transaction waiting for the disk (behind the
+    ingest's writes, or during a checkpoint's sync) held every other one, an alert's
+    included, behind it (seen: an announcement waiting 75 ms on it)."""
+    await psycopg.AsyncClientCursor(conn).execute(FLUSH_SQL)
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        await conn.commit()  # a connection outside autocommit opened a transaction
+
+
+async def clue_recorded(conn: psycopg.AsyncConnection[Any], key: str) -> bool:
+    """Whether the clue of an episode (`Finding.key`) is in the database."""
+    cur = await conn.execute("SELECT 1 FROM clues WHERE key = %s", (key,))
+    return await cur.fetchone() is not None
 
 
 async def merge_lock(conn: psycopg.AsyncConnection[Any], subject_id: str, matter_id: str) -> None:
