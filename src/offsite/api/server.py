@@ -54,8 +54,6 @@ class ApiServer:
         self._server: QuietServer | None = None
         self._stop_asked = False
         self.port = 0
-        self.api: Api | None = None
-        """Set once serving; for tests that look at the API's own hub or pool."""
 
     async def __aenter__(self) -> Self:
         self._caller = asyncio.get_running_loop()
@@ -125,8 +123,8 @@ class ApiServer:
             await pool.open(wait=True, timeout=30)
             hub_task = asyncio.create_task(hub.run(), name="alert-hub")
             await asyncio.wait_for(hub.ready.wait(), 30)
-            self.api = Api(runtime, self._caller, pool, hub)
-            server = QuietServer(self._config(create_app(self.api)))
+            api = Api(runtime, self._caller, pool, hub)
+            server = QuietServer(self._config(create_app(api)))
             self._server = server
             server.should_exit = self._stop_asked
             task = asyncio.create_task(server.serve())
