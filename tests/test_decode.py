@@ -109,6 +109,10 @@ def test_unknown_device_and_wrong_domain() -> None:
     assert "registered in domain 'equipment'" in only_reason(
         decode(body, "offsite/v1/gas/elev-0001/telemetry")
     )
+    # a gas detector's own payload, on another domain's topic
+    assert "registered in domain 'gas'" in only_reason(
+        decode(body, "offsite/v1/equipment/gas-0001/telemetry")
+    )
 
 
 def test_status_topic() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import msgspec
 import psycopg
@@ -55,7 +55,9 @@ from offsite.gateway.decode import (
     KnownDevice,
     Refusal,
     decode_message,
+    gas_readings,
     identity_refusal,
+    latest_ms,
     parse_topic,
 )
 from offsite.gateway.equipment_payloads import EquipmentReading
@@ -94,6 +96,7 @@ _SNAPSHOT_SLICE = 100
 """Device snapshots taken between two yields to the event loop at a checkpoint."""
 _DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
+_ADMITTED: Final = Verdict.ADMITTED
 _UNANNOUNCED_MAX = 10_000
 """Findings handed to the announcer and not yet announced, past which detection waits."""
 
@@ -545,13 +548,40 @@ class Runtime:
         channels = Counter(item.topic.rsplit("/", 1)[-1] for item in batch)
         for channel, count in channels.items():
             self.metrics.messages.labels(channel).inc(count)
+        known, flood = self._known, self.flood
+        max_bytes = self.settings.max_payload_bytes
+        max_readings = self.settings.max_readings_per_message
+        received_at, at, latest = now, now.timestamp(), latest_ms(now)
         for index, item in enumerate(batch):
             if index % _DECODE_SLICE == _DECODE_SLICE - 1:
                 # A commit that lands meanwhile is acknowledged now, and the casework's
                 # round trips go on, not after the whole batch is decoded.
                 await asyncio.sleep(0)
-            if self.flood is not None and not self._admitted(item, out):
-                continue  # refused before any decoding: a flood costs a lookup per message
+                known = self._known  # the registry may have been reloaded meanwhile
+            if item.received_at is not received_at:  # one per TCP read
+                received_at = item.received_at
+                at, latest = received_at.timestamp(), latest_ms(received_at)
+            if flood is not None and (topic := parse_topic(item.topic)) is not None:
+                verdict = flood.admit(topic.device_id, at)
+                if verdict is not _ADMITTED:
+                    # refused before any decoding: a flood costs a lookup per message
+                    self._throttled(item, topic.device_id, verdict, out)
+                    continue
+            if not item.properties:  # (properties may claim an identity: `_decode`)
+                usual = gas_readings(
+                    item.topic,
+                    item.payload,
+                    known,
+                    latest,
+                    max_payload_bytes=max_bytes,
+                    max_readings=max_readings,
+                )
+                if usual is not None:
+                    device_id, readings = usual
+                    out.firsts.append(epoch_us(readings[0].ts) / 1e6)
+                    out.gas_readings += readings
+                    out.gas_runs.append((device_id, len(readings)))
+                    continue
             decoded = self._decode(item, now)
             if decoded.gas_readings:
                 out.firsts.append(epoch_us(decoded.gas_readings[0].ts) / 1e6)
@@ -609,25 +639,20 @@ class Runtime:
         for device_id, ack in d.acks:
             await self.command_answered(device_id, ack, d.now)
 
-    def _admitted(self, item: Inbound, out: _DecodedBatch) -> bool:
-        """The flood guard's verdict; a refused message is counted, the first of an
-        episode also kept as a quarantined sample and flagged as a device-health clue."""
+    def _throttled(
+        self, item: Inbound, device_id: str, verdict: Verdict, out: _DecodedBatch
+    ) -> None:
+        """A message the flood guard refused: counted, the first of an episode also kept as
+        a quarantined sample and flagged as a device-health clue."""
         assert self.flood is not None
-        topic = parse_topic(item.topic)
-        if topic is None:
-            return True  # quarantined as an unknown topic by the decoder
-        verdict = self.flood.admit(topic.device_id, item.received_at.timestamp())
-        if verdict is Verdict.ADMITTED:
-            return True
-        self.metrics.refused.labels(RATE_LIMITED, topic.device_id).inc()
+        self.metrics.refused.labels(RATE_LIMITED, device_id).inc()
         if verdict is Verdict.REFUSED_FIRST:
             out.flagged.extend(self.flood.take_opened())
             reason = (
                 f"{RATE_LIMITED}: device far above its declared rate; this is the first"
                 " message refused, the rest are counted in offsite_refused_messages"
             )
-            out.refusals.append(Refusal(item.topic, topic.device_id, reason, item.payload))
-        return False
+            out.refusals.append(Refusal(item.topic, device_id, reason, item.payload))
 
     def _decode(self, item: Inbound, now: datetime) -> Decoded:
         if item.properties:

@@ -160,6 +160,46 @@ def _count_problem(count: int, max_readings: int) -> str | None:
     return None
 
 
+def gas_readings(
+    topic: str,
+    payload: bytes,
+    devices: Mapping[str, KnownDevice],
+    latest_ms: float,
+    *,
+    max_payload_bytes: int,
+    max_readings: int,
+) -> tuple[str, list[GasWire]] | None:
+    """The usual message, in one step: a known gas detector's telemetry whose readings all
+    pass the fast decoder, with event times in epoch milliseconds up to `latest_ms` (a day
+    past the message's receipt). Its device and readings, or None for anything else, which
+    `decode_message` then decides (this is its first step: it decides nothing otherwise)."""
+    parsed = parse_topic(topic)
+    if parsed is None or parsed.channel != "telemetry" or len(payload) > max_payload_bytes:
+        return None
+    device = devices.get(parsed.device_id)
+    if device is None or device.kind != "gas_detector" or device.domain != parsed.domain:
+        return None
+    try:
+        value = _GAS_WIRE.decode(payload)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    if isinstance(value, GasWire):
+        ts = value.ts
+        return (parsed.device_id, [value]) if isinstance(ts, int) and ts <= latest_ms else None
+    if not value or len(value) > max_readings:
+        return None
+    try:
+        newest = max([r.ts for r in value])
+    except TypeError:  # numbers and text mixed
+        return None
+    return (parsed.device_id, value) if isinstance(newest, int) and newest <= latest_ms else None
+
+
+def latest_ms(received_at: datetime) -> float:
+    """The newest event time (epoch ms) a message received at `received_at` may carry."""
+    return received_at.timestamp() * 1000 + _MAX_FUTURE_MS
+
+
 def decode_message(
     topic: str,
     payload: bytes,
@@ -170,6 +210,16 @@ def decode_message(
     max_readings: int,
 ) -> Decoded:
     """Decode one MQTT message against the registry."""
+    usual = gas_readings(
+        topic,
+        payload,
+        devices,
+        latest_ms(received_at),
+        max_payload_bytes=max_payload_bytes,
+        max_readings=max_readings,
+    )
+    if usual is not None:
+        return Decoded(gas_readings=usual[1], gas_device=usual[0])
     out = Decoded()
     parsed = parse_topic(topic)
     if parsed is None:
@@ -259,7 +309,7 @@ def _decode_gas_wire(
         out.refusals.append(Refusal(topic, device_id, problem, payload))
     else:
         out.gas_device = device_id
-        if newest_ms > received_at.timestamp() * 1000 + _MAX_FUTURE_MS:
+        if newest_ms > latest_ms(received_at):
             for reading in wire:
                 problem = _ahead_of(reading.ts, received_at)
                 if problem is None:
