@@ -185,18 +185,39 @@ def read_packets(
     controls: list[tuple[int, bytes]] = []
     pos, end = 0, len(buf)
     while pos + 2 <= end:
-        header = decode_varint(buf, pos + 1, end)
-        if header is None:
-            break
-        length, start = header
-        if start + length > end:
+        # a remaining length of one or two bytes, read here; longer ones by decode_varint
+        if (b1 := buf[pos + 1]) < 0x80:
+            length, start = b1, pos + 2
+        elif pos + 2 < end and (b2 := buf[pos + 2]) < 0x80:
+            length, start = (b1 & 0x7F) | (b2 << 7), pos + 3
+        else:
+            header = decode_varint(buf, pos + 1, end)
+            if header is None:
+                break
+            length, start = header
+        stop = start + length
+        if stop > end:
             break
         first = buf[pos]
+        if first & 0xF6 == 0x32 and length >= 4:
+            # the usual PUBLISH, read here: QoS 1 (DUP and RETAIN either way), with MQTT 5
+            # no properties; anything else, malformed included, is `_publish`'s
+            j = start + 2 + ((buf[start] << 8) | buf[start + 1])
+            at = j + 3 if v5 else j + 2
+            if at <= stop and (not v5 or buf[j + 2] == 0):
+                try:
+                    topic = buf[start + 2 : j].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise MqttProtocolError("PUBLISH topic is not UTF-8") from None
+                mid = (buf[j] << 8) | buf[j + 1]
+                published.append(Inbound(topic, bytes(buf[at:stop]), mid, 1, generation, now))
+                pos = stop
+                continue
         if first >> 4 == 3:
-            published.append(_publish(buf, first, start, start + length, v5, generation, now))
+            published.append(_publish(buf, first, start, stop, v5, generation, now))
         else:
-            controls.append((first >> 4, bytes(buf[start : start + length])))
-        pos = start + length
+            controls.append((first >> 4, bytes(buf[start:stop])))
+        pos = stop
     return published, controls, pos
 
 
