@@ -242,9 +242,9 @@ class CompiledRule:
             return []
         score, thr_row, report = got
         dev = rows.dev
-        with np.errstate(invalid="ignore"):
-            hit = score >= thr_row
-        any_open = bool(self.open.any())
+        hit = score >= thr_row  # NaN compares False, without a warning
+        # an open device always has its episode: without episodes, none is open
+        any_open = bool(self.episodes) and bool(self.open.any())
         if not any_open and not hit.any():
             return []
         hot = self.open.copy()
