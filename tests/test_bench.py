@@ -57,4 +57,4 @@ def test_bench_ingest_accounts_for_every_reading(pg_admin_url: str) -> None:
     for figure in ("p50_ms", "p99_ms"):
         assert sustained["publish_to_commit"][figure] is not None
         assert result["publish_to_alert"][figure] is not None
-    assert set(sustained["cpu_seconds"]) == {"gateway", "broker", "database"}
+    assert set(sustained["cpu_seconds"]) == {"gateway", "broker", "database", "publishers"}
