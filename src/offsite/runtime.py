@@ -567,6 +567,7 @@ class Runtime:
                     # refused before any decoding: a flood costs a lookup per message
                     self._throttled(item, topic.device_id, verdict, out)
                     continue
+            usual = None
             if not item.properties:  # (properties may claim an identity: `_decode`)
                 usual = gas_readings(
                     item.topic,
@@ -576,29 +577,15 @@ class Runtime:
                     max_payload_bytes=max_bytes,
                     max_readings=max_readings,
                 )
-                if usual is not None:
-                    device_id, readings = usual
-                    out.firsts.append(epoch_us(readings[0].ts) / 1e6)
-                    out.gas_readings += readings
-                    out.gas_runs.append((device_id, len(readings)))
-                    continue
-            decoded = self._decode(item, now)
-            if decoded.gas_readings:
-                out.firsts.append(epoch_us(decoded.gas_readings[0].ts) / 1e6)
-                out.gas_readings.extend(decoded.gas_readings)
-                out.gas_runs.append((decoded.gas_device, len(decoded.gas_readings)))
-            if decoded.equipment:
-                out.firsts.append(decoded.equipment[0][1].ts.timestamp())
-                out.equipment.extend(decoded.equipment)
-            if decoded.refusals:
-                out.refusals.extend(decoded.refusals)
-                for refusal in decoded.refusals:
-                    if refusal.reason.startswith(IDENTITY_MISMATCH):
-                        self.metrics.refused.labels(IDENTITY_MISMATCH, refusal.device_id).inc()
-            if decoded.status is not None:
-                out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], now))
-            if decoded.acks:
-                out.acks.extend(decoded.acks)
+            if usual is None:
+                decoded = self._decode(item, now)
+                self._add_decoded(out, decoded)
+                usual = decoded.gas_device, decoded.gas_readings
+            device_id, readings = usual
+            if readings:
+                out.firsts.append(epoch_us(readings[0].ts) / 1e6)
+                out.gas_readings += readings
+                out.gas_runs.append((device_id, len(readings)))
         if out.gas_readings:
             out.gas_columns = GasColumns.of_runs(out.gas_runs, out.gas_readings)
         return out
@@ -638,6 +625,21 @@ class Runtime:
             await previous[0]  # command answers in the order they arrived
         for device_id, ack in d.acks:
             await self.command_answered(device_id, ack, d.now)
+
+    def _add_decoded(self, out: _DecodedBatch, decoded: Decoded) -> None:
+        """What a message decoded the general way holds besides gas readings."""
+        if decoded.equipment:
+            out.firsts.append(decoded.equipment[0][1].ts.timestamp())
+            out.equipment.extend(decoded.equipment)
+        if decoded.refusals:
+            out.refusals.extend(decoded.refusals)
+            for refusal in decoded.refusals:
+                if refusal.reason.startswith(IDENTITY_MISMATCH):
+                    self.metrics.refused.labels(IDENTITY_MISMATCH, refusal.device_id).inc()
+        if decoded.status is not None:
+            out.statuses.append(StatusChange(decoded.status[0], decoded.status[1], out.now))
+        if decoded.acks:
+            out.acks.extend(decoded.acks)
 
     def _throttled(
         self, item: Inbound, device_id: str, verdict: Verdict, out: _DecodedBatch
